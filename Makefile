@@ -1,0 +1,29 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, then run the main job (a small fairness sweep on MovieLens-100K, with plots)
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+# torch is pinned (==2.13.0, the CPU wheel); recbole ships the offline MovieLens-100K copy and is
+# installed without its (heavy, unused) dependencies.
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-deps recbole==1.2.1
+	touch $@
+
+demo: setup
+	$(BIN)/rf2 tiers --plot results/demo/tiers.png
+	$(BIN)/rf2 run --mapping dirichlet:0.05 --out results/demo/run.csv
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

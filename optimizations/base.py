@@ -1,0 +1,122 @@
+"""The tier-aware optimisation interface: hooks into every step of a federated round.
+
+An optimisation overrides only the hooks it changes; every hook defaults to "do nothing", so
+``Optimization()`` itself is plain FedAvg (the ``none`` baseline). In round order:
+
+=========================  ==========================================================================
+``eligible(tiers)``        which clients may ever be selected (Exclude Lo)
+``selection_size(k)``      how many candidates the server draws per round (Overselect draws more)
+``participants(...)``      which candidates train and report (Overselect drops the slowest)
+``client_masks(...)``      the sub-model each client trains (Channel: fewer hidden units)
+``encode(updates)``        what a client does to its update before upload (Prune, Quant)
+``upload_bits(updates)``   the size of each client's upload, for the system model
+``decode(updates)``        what the server does on reception (dequantise)
+``aggregate(updates)``     combine the updates (default: FedAvg, masked entries averaged over holders)
+``after_step(...)``        anything after the server optimiser step
+=========================  ==========================================================================
+
+Hooks receive the round's clients together (vectorised), each with a frozen
+:class:`ClientContext` (id, tier, round, sample count, and its own RNG seed derived from the run
+seed, the round and the client id), so tier-aware behaviour is expressible and reproducible.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+
+from rf2.aggregation import GlobalUpdate, fedavg
+from rf2.clients.updates import ClientUpdates
+from rf2.seeding import int_seed
+
+if TYPE_CHECKING:
+    from rf2.models import RecModel
+
+
+@dataclass(frozen=True)
+class ClientContext:
+    client_id: int
+    tier: int  # 0 = lowest-end device tier
+    tier_name: str
+    round: int  # global round index (0-based, across epochs)
+    epoch: int
+    num_samples: int  # training samples on the client
+    seed: int  # this client's seed for this round
+
+    def rng(self) -> np.random.Generator:
+        return np.random.default_rng(self.seed)
+
+    def torch_generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+
+def make_contexts(run_seed: int, clients: np.ndarray, tiers: np.ndarray, names: Sequence[str],
+                  round_: int, epoch: int, num_samples: np.ndarray) -> list[ClientContext]:
+    return [
+        ClientContext(int(c), int(tiers[c]), names[int(tiers[c])], round_, epoch, int(n),
+                      int_seed(run_seed, "client", round_, int(c)))
+        for c, n in zip(clients, num_samples)
+    ]
+
+
+class Optimization:
+    """No-op base: plain FedAvg. Subclasses override hooks and set ``name``/``spec``."""
+
+    name = "none"
+
+    def __init__(self, spec: str | None = None):
+        self.spec = spec or self.name
+
+    # -- selection -------------------------------------------------------------------------------
+    def eligible(self, tiers: np.ndarray) -> np.ndarray:
+        """Boolean mask over clients: who may ever be selected."""
+        return np.ones(tiers.shape, dtype=bool)
+
+    def selection_size(self, k: int) -> int:
+        return k
+
+    def participants(self, contexts: list[ClientContext], system=None) -> list[ClientContext]:
+        return contexts
+
+    # -- local training --------------------------------------------------------------------------
+    def client_masks(self, contexts: list[ClientContext], model: "RecModel") -> dict[str, torch.Tensor] | None:
+        """``[C, *shape]`` boolean masks of the parameter entries each client holds; ``None``: all."""
+        return None
+
+    # -- upload channel --------------------------------------------------------------------------
+    def encode(self, updates: ClientUpdates) -> ClientUpdates:
+        return updates
+
+    def upload_bits(self, updates: ClientUpdates) -> torch.Tensor:
+        """``[C]`` bits each client uploads: by default every held entry as a 32-bit float."""
+        return dense_entry_count(updates) * 32.0
+
+    def decode(self, updates: ClientUpdates) -> ClientUpdates:
+        return updates
+
+    # -- server ----------------------------------------------------------------------------------
+    def aggregate(self, updates: ClientUpdates) -> GlobalUpdate:
+        return fedavg(updates)
+
+    def after_step(self, params: dict[str, torch.Tensor], round_: int) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec!r})"
+
+
+def dense_entry_count(updates: ClientUpdates) -> torch.Tensor:
+    """``[C]`` number of entries in each client's full update (all tables, all rows), counting only
+    entries the client holds."""
+    C = updates.n_clients
+    n = torch.zeros(C, dtype=torch.float64)
+    for k, d in updates.dense.items():
+        if updates.masks is not None and k in updates.masks:
+            n += updates.masks[k].reshape(C, -1).sum(1).to(torch.float64)
+        else:
+            n += d[0].numel()
+    for t in updates.tables.values():
+        n += t.n_rows * t.values.shape[1]
+    return n

@@ -1,0 +1,196 @@
+"""The ``rf2`` command line.
+
+``rf2 run``        train one configuration, print the per-tier table
+``rf2 tiers``      tier heterogeneity report (and Figure-4-style plot) for one or more mappings
+``rf2 download``   fetch a dataset from its official source into the cache (sha256-checked)
+``rf2 list``       datasets, models, tier mappings, optimisations
+
+Run settings come from ``--config FILE.toml`` (top-level keys, or a ``[run]`` table) and are
+overridden by flags; the flags are generated from :class:`rf2.config.RunConfig`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+from rf2.config import RunConfig, config_fields, load_toml
+
+
+class CLIError(Exception):
+    pass
+
+
+def _parse_pairs(pairs: list[str], flag: str) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise CLIError(f"{flag}: expected KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML file with run settings (top level or a [run] table)")
+    g = p.add_argument_group("run settings (override the config file)")
+    for name, typ, default, help_ in config_fields():
+        flag = "--" + name.replace("_", "-")
+        if typ is dict:
+            g.add_argument(flag, nargs="+", metavar="KEY=VALUE", default=None, help=f"{help_}")
+        else:
+            g.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper(), help=f"{help_} (default: {default})")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    base: dict = {}
+    if getattr(args, "config", None):
+        data = load_toml(args.config)
+        base = dict(data["run"]) if isinstance(data.get("run"), dict) else {k: v for k, v in data.items() if not isinstance(v, dict) or k.endswith("_options")}
+    for name, typ, _, _ in config_fields():
+        v = getattr(args, name, None)
+        if v is None:
+            continue
+        base[name] = _parse_pairs(v, "--" + name.replace("_", "-")) if typ is dict else v
+    return RunConfig.from_dict(base)
+
+
+# -- commands ------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from rf2.simulation import Simulation
+
+    cfg = config_from_args(args)
+    sim = Simulation(cfg, progress=not args.quiet)
+    print(f"dataset   {sim.dataset.name}: {sim.dataset.summary()} [{sim.dataset.source}]")
+    print(f"tiers     {cfg.mapping}: {dict(zip(sim.tiers.names, sim.tiers.sizes().tolist()))}")
+    print(f"training  {cfg.model}, {cfg.optimization}, K={cfg.clients_per_round}, {cfg.epochs} epoch(s), "
+          f"{len(sim.schedule())} rounds, engine={cfg.engine}")
+    res = sim.run()
+    print()
+    print(res.table().to_string(float_format=lambda x: f"{x:.4f}"))
+    print(f"\ntime: load {res.seconds['load']:.1f}s, train {res.seconds['train']:.1f}s, eval {res.seconds['eval']:.1f}s; "
+          f"peak memory {res.peak_rss_mb:.0f} MB")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        res.rows().to_csv(out, index=False)
+        print(f"results written to {out}")
+    return 0
+
+
+def cmd_tiers(args: argparse.Namespace) -> int:
+    from tier_mapping import PAPER_MAPPINGS, map_tiers
+    from tier_mapping.report import report_for
+
+    from rf2.data import load_dataset
+
+    import pandas as pd
+
+    options = _parse_pairs(args.dataset_options or [], "--dataset-options")
+    ds = load_dataset(args.dataset, **options)
+    mappings = args.mapping or list(PAPER_MAPPINGS)
+    reports = [report_for(ds, map_tiers(ds, m, args.n_tiers, seed=args.seed), top_n=args.top) for m in mappings]
+    print(f"dataset {ds.name}: {ds.summary()} [{ds.source}]\n")
+    if len(reports) == 1:
+        print(reports[0].to_text())
+    else:
+        print(pd.DataFrame([r.summary() for r in reports]).set_index("mapping").to_string(float_format=lambda x: f"{x:.4g}"))
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = len(reports)
+        fig, axes = plt.subplots(n, 1, figsize=(8, 2.8 * n), squeeze=False)
+        for r, ax in zip(reports, axes[:, 0]):
+            r.plot(ax=ax)
+        fig.tight_layout()
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=110)
+        print(f"\nplot written to {args.plot}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from rf2.data.fetch import fetch
+    from rf2.data.movielens import ML100K
+
+    specs = {"ml-100k": ML100K}
+    if args.dataset not in specs:
+        raise CLIError(f"no official download for {args.dataset!r}; downloadable: {sorted(specs)}")
+    path = fetch(specs[args.dataset], url=args.url)
+    print(f"{args.dataset}: files verified (sha256) and cached in {path}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from optimizations import USAGE
+    from tier_mapping import PAPER_LEVELS
+
+    from rf2.data import DATASETS, dataset_options
+    from rf2.models import MODELS, model_options
+
+    print("datasets:")
+    for name in sorted(DATASETS):
+        print(f"  {name:12s} options: {json.dumps(dataset_options(name), default=str)}")
+    print("models:")
+    for name in sorted(MODELS):
+        print(f"  {name:12s} options: {json.dumps(model_options(name), default=str)}")
+    print("tier mappings:\n  random | dirichlet:ALPHA[:unbalanced] | " + " | ".join(f"{k} (={v:g})" for k, v in PAPER_LEVELS.items()))
+    print("optimizations:")
+    for name in sorted(USAGE):
+        print(f"  {USAGE[name]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rf2", description="Fair federated recommendation simulator (RF²).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train one configuration and print per-tier metrics")
+    add_config_flags(r)
+    r.add_argument("--out", metavar="CSV", help="write the tidy per-tier result rows here")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("tiers", help="how heterogeneous are the tiers of a mapping")
+    t.add_argument("--dataset", default="ml-100k")
+    t.add_argument("--dataset-options", nargs="+", metavar="KEY=VALUE")
+    t.add_argument("--mapping", nargs="+", help="one or more mappings (default: the paper's six)")
+    t.add_argument("--n-tiers", type=int, default=3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--top", type=int, default=10, help="top-N items in the report and plot")
+    t.add_argument("--plot", metavar="PNG", help="save the Figure-4-style plot here")
+    t.set_defaults(func=cmd_tiers)
+
+    d = sub.add_parser("download", help="download a dataset (official source, sha256-checked) into the cache")
+    d.add_argument("dataset")
+    d.add_argument("--url", help="a mirror of the official archive (same checksums)")
+    d.set_defaults(func=cmd_download)
+
+    ls = sub.add_parser("list", help="what can be named in a config")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"rf2 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Steps 2-3 of a round, all selected clients at once.
+
+Every client trains its own copy of the model with ``local_steps`` full-batch SGD steps, exactly
+as in :mod:`rf2.clients.reference`, but the clients are stacked and trained together with
+``torch.func.vmap(grad(loss))``:
+
+* **local embedding tables.** A client only ever reads the table rows its data indexes. Each
+  client gets a small table holding just those rows (row 0, the padding row, first), and its
+  input indices are rewritten to point into it. Per-client table gradients therefore cost
+  ``[clients, touched rows, dim]``, never ``[clients, vocabulary, dim]``;
+* **dense parameters** (MLPs, attention) are expanded to ``[clients, *shape]`` (a view, no copy);
+* **buckets.** vmap needs equal shapes, so clients are sorted by sample count and grouped into
+  buckets whose padding wastes at most ``slack`` of the bucket's compute; padded samples have
+  zero loss weight and padded table rows are never indexed.
+
+The result is the same :class:`~rf2.clients.updates.ClientUpdates` the reference produces (equal
+to float tolerance; ``tests/test_engine_equivalence.py``).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from rf2.models import RecModel
+
+from .batch import RoundBatch
+from .reference import table_index_columns
+from .updates import ClientUpdates, TableRows
+
+
+def plan_buckets(counts: np.ndarray, slack: float = 0.25, max_cells: int = 4_000_000) -> list[np.ndarray]:
+    """Group client positions (sorted by ``counts``) so that ``len(bucket) * max(counts)`` exceeds
+    ``sum(counts)`` by at most ``slack``, and a bucket pads to at most ``max_cells`` samples."""
+    order = np.argsort(counts, kind="stable")
+    buckets, cur, total = [], [], 0
+    for pos in order:
+        n = int(counts[pos])
+        if cur and ((len(cur) + 1) * n > (1 + slack) * (total + n) or (len(cur) + 1) * n > max_cells):
+            buckets.append(np.array(cur))
+            cur, total = [], 0
+        cur.append(pos)
+        total += n
+    if cur:
+        buckets.append(np.array(cur))
+    return buckets
+
+
+class _LocalTable:
+    """One embedding table's per-client local rows for a round."""
+
+    def __init__(self, X: torch.Tensor, seg: torch.Tensor, n_clients: int, columns, n_rows: int):
+        self.columns = columns
+        idx = torch.cat([X[:, a:b] for a, b in columns], dim=1).long()  # [S, k]
+        keys = seg[:, None] * n_rows + idx
+        pad_keys = torch.arange(n_clients) * n_rows  # row 0 for every client
+        uniq, inv = torch.unique(torch.cat([pad_keys, keys.reshape(-1)]), return_inverse=True)
+        self.client = torch.div(uniq, n_rows, rounding_mode="floor")
+        self.rows = uniq - self.client * n_rows  # [R] global rows, per client ascending, row 0 first
+        counts = torch.bincount(self.client, minlength=n_clients)
+        self.ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        local = torch.arange(uniq.numel()) - self.ptr[self.client]
+        self.local_index = local[inv[n_clients:]].reshape(idx.shape)  # [S, k]
+        self.counts = counts
+
+    def rewrite(self, X: torch.Tensor) -> None:
+        """Point ``X``'s index columns into the local tables (in place)."""
+        start = 0
+        for a, b in self.columns:
+            X[:, a:b] = self.local_index[:, start : start + (b - a)].to(X.dtype)
+            start += b - a
+
+
+class BatchedEngine:
+    name = "batched"
+
+    def __init__(self, slack: float = 0.25, max_cells: int = 4_000_000):
+        self.slack = slack
+        self.max_cells = max_cells
+
+    def client_updates(
+        self,
+        model: RecModel,
+        params: dict[str, torch.Tensor],
+        batch: RoundBatch,
+        contexts: Sequence,
+        local_steps: int,
+        lr: float,
+        masks: dict[str, torch.Tensor] | None = None,
+    ) -> ClientUpdates:
+        was_training = model.training
+        model.eval()
+        C = batch.n_clients
+        counts = batch.counts()
+        seg = batch.segment()
+        table_cols = table_index_columns(model)
+        local = {k: _LocalTable(batch.X, seg, C, cols, params[k].shape[0]) for k, cols in table_cols.items()}
+        X = batch.X.clone()
+        for lt in local.values():
+            lt.rewrite(X)
+        dense_names = [k for k in params if k not in table_cols]
+        out_dense = {k: torch.empty((C, *params[k].shape), dtype=params[k].dtype) for k in dense_names}
+        out_tables = {k: torch.empty((int(lt.ptr[-1]), params[k].shape[1]), dtype=params[k].dtype) for k, lt in local.items()}
+        losses = torch.empty(C)
+
+        def loss_fn(p, Xc, yc, wc):
+            logits = functional_call(model, p, (Xc,))
+            return (F.binary_cross_entropy_with_logits(logits, yc, reduction="none") * wc).sum()
+
+        def masked(p, m):
+            return {k: v * m[k] if k in m else v for k, v in p.items()}
+
+        step_fn = vmap(grad(loss_fn, has_aux=False))
+        loss_vm = vmap(loss_fn)
+        for bucket in plan_buckets(counts.numpy(), self.slack, self.max_cells):
+            b = torch.from_numpy(bucket)
+            Cb = b.numel()
+            n_max = int(counts[b].max())
+            # padded samples: [Cb, n_max, cols]
+            pos = self.ptr_positions(batch.ptr, b, n_max)  # [Cb, n_max], -1 for padding
+            valid = pos >= 0
+            Xb = torch.zeros((Cb, n_max, X.shape[1]), dtype=X.dtype)
+            Xb[valid] = X[pos[valid]]
+            yb = torch.zeros((Cb, n_max))
+            yb[valid] = batch.y[pos[valid]]
+            wb = valid.to(torch.float32) / counts[b].to(torch.float32)[:, None]
+            p = {k: params[k].detach().expand(Cb, *params[k].shape) for k in dense_names}
+            table_slots = {}
+            for k, lt in local.items():
+                u_max = int(lt.counts[b].max())
+                slot = self.ptr_positions(lt.ptr, b, u_max)  # [Cb, u_max] flat local-row ids, -1 pad
+                table_slots[k] = slot
+                rows = torch.where(slot >= 0, lt.rows[slot.clamp_min(0)], 0)
+                p[k] = params[k].detach()[rows]  # [Cb, u_max, D]
+            m = {} if masks is None else {k: v[b] for k, v in masks.items()}
+            p0 = {k: v.clone() for k, v in p.items()}
+            for step in range(local_steps):
+                eff = masked(p, m)
+                if step == 0:
+                    with torch.no_grad():
+                        losses[b] = loss_vm(eff, Xb, yb, wb)
+                g = step_fn(eff, Xb, yb, wb)
+                p = {k: v - lr * (g[k] * m[k] if k in m else g[k]) for k, v in p.items()}
+            for k in dense_names:
+                out_dense[k][b] = p[k] - p0[k]
+            for k, slot in table_slots.items():
+                ok = slot >= 0
+                out_tables[k][slot[ok]] = (p[k] - p0[k])[ok]
+        if was_training:
+            model.train()
+        return ClientUpdates(
+            contexts=list(contexts),
+            weights=counts.to(torch.float32),
+            dense=out_dense,
+            tables={k: TableRows(ptr=lt.ptr, rows=lt.rows, values=out_tables[k], n_rows=params[k].shape[0])
+                    for k, lt in local.items()},
+            masks=masks,
+            loss=losses,
+        )
+
+    @staticmethod
+    def ptr_positions(ptr: torch.Tensor, clients: torch.Tensor, width: int) -> torch.Tensor:
+        """``[len(clients), width]`` flat positions ``ptr[c] + j`` for ``j < count_c``, else -1."""
+        start = ptr[clients]
+        n = ptr[clients + 1] - start
+        j = torch.arange(width)
+        return torch.where(j[None, :] < n[:, None], start[:, None] + j[None, :], -1)

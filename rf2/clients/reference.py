@@ -1,0 +1,97 @@
+"""Steps 2-3 of a round, the plain way: broadcast, then each client trains alone.
+
+For every selected client, one after another: copy the global parameters, run ``local_steps``
+full-batch SGD steps on the client's whole training data (mean binary cross-entropy, RF² §4.1),
+and report ``Δ = θ_client - θ_global``. Embedding-table updates are then cut down to the rows
+the client's data indexes (every other row of ``Δ`` is exactly zero).
+
+This is the reference the batched engine (:mod:`rf2.clients.batched`) is tested against: no
+tricks, one client at a time, dense full-size tables.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from rf2.models import RecModel
+
+from .batch import RoundBatch
+from .updates import ClientUpdates, TableRows
+
+
+def table_index_columns(model: RecModel) -> dict[str, list[tuple[int, int]]]:
+    """Embedding parameter name -> input column ranges holding its indices."""
+    by_table = model.schema.table_columns()
+    return {param: by_table[table] for param, table in model.embedding_tables().items()}
+
+
+def touched_rows(X: torch.Tensor, columns: list[tuple[int, int]]) -> torch.Tensor:
+    """Sorted unique table rows indexed by ``X`` in ``columns``, always including row 0
+    (the padding row of sequence features), so every engine reports the same row sets."""
+    idx = torch.cat([X[:, a:b].reshape(-1) for a, b in columns]).long()
+    return torch.unique(torch.cat([idx, torch.zeros(1, dtype=torch.long)]))
+
+
+def client_loss(model: RecModel, params: dict[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(functional_call(model, params, (X,)), y)
+
+
+class ReferenceEngine:
+    name = "reference"
+
+    def client_updates(
+        self,
+        model: RecModel,
+        params: dict[str, torch.Tensor],
+        batch: RoundBatch,
+        contexts: Sequence,
+        local_steps: int,
+        lr: float,
+        masks: dict[str, torch.Tensor] | None = None,
+    ) -> ClientUpdates:
+        was_training = model.training
+        model.eval()  # no dropout; batch norm (deepctr's Dice) uses fixed statistics
+        tables = table_index_columns(model)
+        dense: dict[str, list[torch.Tensor]] = {k: [] for k in params if k not in tables}
+        rows: dict[str, list[torch.Tensor]] = {k: [] for k in tables}
+        vals: dict[str, list[torch.Tensor]] = {k: [] for k in tables}
+        losses = []
+        for c in range(batch.n_clients):
+            X, y = batch.client(c)
+            local = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+            for step in range(local_steps):
+                eff = local if masks is None else {k: v * masks[k][c] if k in masks else v for k, v in local.items()}
+                loss = client_loss(model, eff, X, y)
+                if step == 0:
+                    losses.append(loss.detach())
+                grads = torch.autograd.grad(loss, list(local.values()))
+                with torch.no_grad():
+                    local = {k: (v - lr * g).requires_grad_(True) for (k, v), g in zip(local.items(), grads)}
+            for k, v in local.items():
+                delta = (v - params[k]).detach()
+                if k in tables:
+                    r = touched_rows(X, tables[k])
+                    rows[k].append(r)
+                    vals[k].append(delta[r])
+                else:
+                    dense[k].append(delta)
+        if was_training:
+            model.train()
+        out_tables = {}
+        for k in tables:
+            counts = torch.tensor([r.numel() for r in rows[k]], dtype=torch.long)
+            out_tables[k] = TableRows(
+                ptr=torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
+                rows=torch.cat(rows[k]), values=torch.cat(vals[k]), n_rows=params[k].shape[0],
+            )
+        return ClientUpdates(
+            contexts=list(contexts),
+            weights=batch.counts().to(torch.float32),
+            dense={k: torch.stack(v) for k, v in dense.items()},
+            tables=out_tables,
+            masks=masks,
+            loss=torch.stack(losses),
+        )

@@ -1,0 +1,94 @@
+"""What the selected clients send back: their model updates, in batched form.
+
+An update is ``Δ_i = θ_i - θ`` (local model after training minus the broadcast model).
+
+* ``dense``: every non-embedding parameter, stacked over clients: ``[C, *shape]``;
+* ``tables``: every embedding table as :class:`TableRows`, the rows each client *touched* (indexed
+  by its data) with their updates, stored CSR-style over clients. Every other row of a client's
+  update is exactly zero, so nothing is lost; an optimisation that changes zeros (quantisation)
+  must account for the untouched rows itself, and :meth:`TableRows.untouched` tells how many
+  there are.
+* ``masks``: optional ``[C, *shape]`` boolean masks of the entries each client *holds* (a client
+  training a sub-model, e.g. Channel, holds only part of a tensor); ``None`` means all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+
+
+@dataclass
+class TableRows:
+    ptr: torch.Tensor  # [C + 1] int64: client c's rows are rows[ptr[c]:ptr[c+1]]
+    rows: torch.Tensor  # [R] int64 global row ids, ascending within each client
+    values: torch.Tensor  # [R, D]
+    n_rows: int  # rows in the whole table
+
+    @property
+    def n_clients(self) -> int:
+        return self.ptr.numel() - 1
+
+    def counts(self) -> torch.Tensor:
+        return self.ptr[1:] - self.ptr[:-1]
+
+    def client_of_row(self) -> torch.Tensor:
+        """``[R]`` client position of every stored row."""
+        return torch.repeat_interleave(torch.arange(self.n_clients), self.counts())
+
+    def untouched(self) -> torch.Tensor:
+        """``[C]`` number of rows each client did not touch (their update is exactly zero)."""
+        return self.n_rows - self.counts()
+
+    def to_dense(self, client: int) -> torch.Tensor:
+        out = torch.zeros(self.n_rows, self.values.shape[1], dtype=self.values.dtype)
+        a, b = int(self.ptr[client]), int(self.ptr[client + 1])
+        out[self.rows[a:b]] = self.values[a:b]
+        return out
+
+    def with_values(self, values: torch.Tensor) -> "TableRows":
+        return replace(self, values=values)
+
+
+@dataclass
+class ClientUpdates:
+    contexts: Sequence  # one optimizations.ClientContext per client, in order
+    weights: torch.Tensor  # [C] FedAvg weights (training sample counts)
+    dense: dict[str, torch.Tensor]
+    tables: dict[str, TableRows]
+    masks: dict[str, torch.Tensor] | None = None
+    loss: torch.Tensor | None = None  # [C] each client's training loss before its first step
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n_clients(self) -> int:
+        return int(self.weights.numel())
+
+    def client_dense(self, client: int) -> dict[str, torch.Tensor]:
+        """One client's full update (tables densified): for tests and small-scale inspection."""
+        out = {k: v[client] for k, v in self.dense.items()}
+        out.update({k: t.to_dense(client) for k, t in self.tables.items()})
+        return out
+
+    def select(self, keep: torch.Tensor) -> "ClientUpdates":
+        """The updates of the clients where ``keep`` (bool ``[C]``) is true."""
+        keep = keep.to(torch.bool)
+        idx = torch.flatnonzero(keep)
+        tables = {}
+        for name, t in self.tables.items():
+            counts = t.counts()[idx]
+            row_keep = torch.repeat_interleave(keep, t.counts())
+            tables[name] = TableRows(
+                ptr=torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
+                rows=t.rows[row_keep], values=t.values[row_keep], n_rows=t.n_rows,
+            )
+        return ClientUpdates(
+            contexts=[self.contexts[i] for i in idx.tolist()],
+            weights=self.weights[idx],
+            dense={k: v[idx] for k, v in self.dense.items()},
+            tables=tables,
+            masks=None if self.masks is None else {k: v[idx] for k, v in self.masks.items()},
+            loss=None if self.loss is None else self.loss[idx],
+            extra=dict(self.extra),
+        )

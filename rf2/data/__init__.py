@@ -1,0 +1,54 @@
+"""Datasets: each client's interaction log, in one canonical structure.
+
+``load_dataset(name, **options)`` is the only entry point the simulator uses; a dataset is a
+named loader registered in :data:`DATASETS` (add one with :func:`register_dataset`).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from .dataset import DataFormatError, InteractionDataset
+from .encoding import FeatureEncoder
+from .fetch import ChecksumError, DataNotFoundError
+from .movielens import load_ml100k
+from .schema import DenseFeature, Schema, SequenceFeature, SparseFeature
+from .synthetic import make_synthetic
+
+DATASETS: dict[str, Callable[..., InteractionDataset]] = {}
+
+
+def register_dataset(name: str, loader: Callable[..., InteractionDataset]) -> None:
+    DATASETS[name] = loader
+
+
+register_dataset("ml-100k", load_ml100k)
+register_dataset("synthetic", make_synthetic)
+
+
+def dataset_options(name: str) -> dict[str, object]:
+    """The options a dataset's loader accepts, with their defaults."""
+    loader = _loader(name)
+    return {p.name: p.default for p in inspect.signature(loader).parameters.values()}
+
+
+def _loader(name: str) -> Callable[..., InteractionDataset]:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_dataset(name: str, **options) -> InteractionDataset:
+    loader = _loader(name)
+    allowed = dataset_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"dataset {name!r} has no option(s) {unknown}; its options are {sorted(allowed)}")
+    return loader(**options)
+
+
+__all__ = [
+    "DATASETS", "ChecksumError", "DataFormatError", "DataNotFoundError", "DenseFeature", "FeatureEncoder",
+    "InteractionDataset", "Schema", "SequenceFeature", "SparseFeature", "dataset_options", "load_dataset",
+    "register_dataset",
+]

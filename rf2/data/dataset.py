@@ -1,0 +1,183 @@
+"""The canonical dataset every loader returns.
+
+An :class:`InteractionDataset` is an interaction log plus side information:
+
+``events``
+    one row per (user, item) interaction, sorted by ``(user, timestamp, item)``:
+    ``user`` (int32, ``0..n_users-1``), ``item`` (int32, ``0..n_items-1``), ``label`` (int8, 1 =
+    click), ``timestamp`` (int64), ``is_test`` (bool, see :func:`rf2.data.split.temporal_split`),
+    and any event-level feature columns.
+``users`` / ``items``
+    one row per user / item (index = id) with the encoded user / item features.
+``item_sequences``
+    multi-valued item features (e.g. genres) as 0-padded ``[n_items, maxlen]`` int arrays.
+``schema``
+    the model inputs, in order (:class:`rf2.data.schema.Schema`).
+
+In federated simulation a *client* is a user: it holds exactly its own events.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from .history import ClickHistory
+from .schema import DenseFeature, Schema, SequenceFeature, SparseFeature
+
+EVENT_COLUMNS = ("user", "item", "label", "timestamp", "is_test")
+
+
+class DataFormatError(ValueError):
+    """A data file or frame does not have the documented format."""
+
+
+@dataclass
+class InteractionDataset:
+    name: str
+    events: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    schema: Schema
+    item_sequences: dict[str, np.ndarray] = field(default_factory=dict)
+    description: str = ""
+    source: str = ""  # where the raw files came from (path, package, URL)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- sizes ---------------------------------------------------------------------------------
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_events(self) -> int:
+        return len(self.events)
+
+    # -- arrays (cached views of the event columns) --------------------------------------------
+    @cached_property
+    def user(self) -> np.ndarray:
+        return self.events["user"].to_numpy()
+
+    @cached_property
+    def item(self) -> np.ndarray:
+        return self.events["item"].to_numpy()
+
+    @cached_property
+    def label(self) -> np.ndarray:
+        return self.events["label"].to_numpy()
+
+    @cached_property
+    def is_test(self) -> np.ndarray:
+        return self.events["is_test"].to_numpy()
+
+    @cached_property
+    def train_index(self) -> np.ndarray:
+        """Indices of training events, grouped by user (events are sorted by user)."""
+        return np.flatnonzero(~self.is_test)
+
+    @cached_property
+    def history(self) -> ClickHistory:
+        """Strictly-earlier clicks of every event (:mod:`rf2.data.history`)."""
+        ev = self.events
+        return ClickHistory.build(self.user, ev["timestamp"].to_numpy(), self.label, self.item)
+
+    @cached_property
+    def test_index(self) -> np.ndarray:
+        return np.flatnonzero(self.is_test)
+
+    @cached_property
+    def train_ptr(self) -> np.ndarray:
+        """CSR pointer over :attr:`train_index`: user u's training events are
+        ``train_index[train_ptr[u]:train_ptr[u+1]]``."""
+        counts = np.bincount(self.user[self.train_index], minlength=self.n_users)
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    @cached_property
+    def train_counts(self) -> np.ndarray:
+        return np.diff(self.train_ptr)
+
+    def summary(self) -> dict[str, float]:
+        ev = self.events
+        return {
+            "users": self.n_users,
+            "items": self.n_items,
+            "events": self.n_events,
+            "click_rate": float(ev["label"].mean()) if len(ev) else float("nan"),
+            "train_events": int((~ev["is_test"]).sum()),
+            "test_events": int(ev["is_test"].sum()),
+            "users_with_train_events": int((self.train_counts > 0).sum()),
+        }
+
+    # -- checks ---------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`DataFormatError` naming the first problem found."""
+        ev = self.events
+        missing = [c for c in EVENT_COLUMNS if c not in ev.columns]
+        if missing:
+            raise DataFormatError(f"{self.name}: events lack columns {missing}; required: {list(EVENT_COLUMNS)}")
+        if len(ev) == 0:
+            raise DataFormatError(f"{self.name}: the interaction log is empty")
+        user, item = ev["user"].to_numpy(), ev["item"].to_numpy()
+        if user.min() < 0 or user.max() >= self.n_users:
+            raise DataFormatError(f"{self.name}: event user ids must lie in [0, {self.n_users}); got {user.min()}..{user.max()}")
+        if item.min() < 0 or item.max() >= self.n_items:
+            raise DataFormatError(f"{self.name}: event item ids must lie in [0, {self.n_items}); got {item.min()}..{item.max()}")
+        labels = np.unique(ev["label"].to_numpy())
+        if not np.isin(labels, [0, 1]).all():
+            raise DataFormatError(f"{self.name}: labels must be 0/1, found {labels[:10].tolist()}")
+        if not _is_sorted(user, ev["timestamp"].to_numpy(), item):
+            raise DataFormatError(f"{self.name}: events must be sorted by (user, timestamp, item)")
+        for f in self.schema.features:
+            self._check_feature(f)
+
+    def _check_feature(self, f) -> None:
+        frames = {"user": self.users, "item": self.items, "event": self.events}
+        if isinstance(f, SequenceFeature):
+            if f.source == "history":
+                recorded = self.items[f.name.removeprefix("hist_")].to_numpy()
+                if recorded.min() < 1:
+                    raise DataFormatError(
+                        f"{self.name}: item feature {f.name.removeprefix('hist_')!r} is recorded in the click "
+                        f"history, so its values must start at 1 (0 pads the history)"
+                    )
+                return
+            arr = self.item_sequences.get(f.name)
+            if arr is None or f.source != "item":
+                raise DataFormatError(f"{self.name}: sequence feature {f.name!r} must be an item sequence in item_sequences")
+            if arr.shape != (self.n_items, f.maxlen):
+                raise DataFormatError(f"{self.name}: {f.name!r} has shape {arr.shape}, expected {(self.n_items, f.maxlen)}")
+            values = arr
+        else:
+            frame = frames.get(f.source)
+            if frame is None or f.name not in frame.columns:
+                raise DataFormatError(f"{self.name}: feature {f.name!r} not found in the {f.source} table")
+            values = frame[f.name].to_numpy()
+        if isinstance(f, (SparseFeature, SequenceFeature)):
+            if values.size and (values.min() < 0 or values.max() >= f.vocab_size):
+                raise DataFormatError(
+                    f"{self.name}: feature {f.name!r} values {values.min()}..{values.max()} "
+                    f"outside its vocabulary [0, {f.vocab_size})"
+                )
+        elif isinstance(f, DenseFeature) and not np.isfinite(values.astype(np.float64)).all():
+            raise DataFormatError(f"{self.name}: dense feature {f.name!r} has NaN or infinite values")
+
+
+def _is_sorted(*keys: np.ndarray) -> bool:
+    """Whether rows are in lexicographic order of ``keys`` (most significant first)."""
+    if len(keys[0]) < 2:
+        return True
+    tied = np.ones(len(keys[0]) - 1, dtype=bool)
+    for k in keys:
+        d = np.diff(k.astype(np.int64))
+        if (d[tied] < 0).any():
+            return False
+        tied &= d == 0
+    return True

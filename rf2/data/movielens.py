@@ -1,0 +1,283 @@
+"""MovieLens with RF² preprocessing (RF² §5.1).
+
+* a *click* is a rating ``>= click_threshold`` (5 stars by default, as RF² and DIN do); every
+  other rating is a non-click;
+* no user-ID feature (privacy, RF² §5.1); user features are what the dataset has (MovieLens-100K:
+  age bucket, gender, occupation), plus the history of previously clicked movies
+  (:mod:`rf2.data.history`, strictly earlier events only);
+* item features: movie id and genres (a multi-valued feature, mean-pooled);
+* per-user temporal split (:mod:`rf2.data.split`).
+
+MovieLens-100K is read from the original GroupLens files (``u.data``, ``u.user``, ``u.item``) or
+from the copy in the ``recbole==1.2.1`` wheel (``ml-100k.inter``/``.user``/``.item``); both give
+the same dataset (``tests/test_data_movielens.py`` checks this against the GroupLens files).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .dataset import DataFormatError, InteractionDataset
+from .fetch import DataSpec, PackagedCopy, RemoteArchive, locate
+from .fetch import verify as verify_files
+from .schema import Schema, SequenceFeature, SparseFeature
+from .split import temporal_split
+
+#: Genre names in the order of GroupLens' ``u.genre`` (index = flag column in ``u.item``).
+GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+    "War", "Western",
+)
+#: Occupations in the order of GroupLens' ``u.occupation``.
+OCCUPATIONS = (
+    "administrator", "artist", "doctor", "educator", "engineer", "entertainment", "executive",
+    "healthcare", "homemaker", "lawyer", "librarian", "marketing", "none", "other", "programmer",
+    "retired", "salesman", "scientist", "student", "technician", "writer",
+)
+#: Lower bounds of MovieLens-1M's age groups, used to bucket MovieLens-100K's raw ages.
+AGE_BUCKETS = (0, 18, 25, 35, 45, 50, 56)
+GENDERS = ("M", "F")
+MAX_GENRES = 6  # the most genres any MovieLens-100K movie has
+
+ML100K = DataSpec(
+    name="ml-100k",
+    files=("u.data", "u.user", "u.item"),
+    remote=RemoteArchive(
+        url="https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        folder="ml-100k",
+        sha256={
+            "u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+            "u.user": "f120e114da2e8cf314fd28f99417c94ae9ddf1cb6db8ce0e4b5995d40e90e62c",
+            "u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
+            "u.genre": "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb",
+            "u.occupation": "cd5fbec9afe345d993a62fc7817df1a4a9079c4feb267b3118763b8fd942137d",
+            "README": "4883b8cf340ed0059971b33f56ad3adc88a40792108ebca3d24aafc4c82e8b52",
+        },
+        homepage="https://grouplens.org/datasets/movielens/100k/",
+    ),
+    packaged=(
+        PackagedCopy(
+            kind="recbole",
+            find=lambda: _recbole_ml100k(),
+            install_hint="pip install --no-deps recbole==1.2.1",
+            sha256={
+                "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
+                "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
+                "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
+            },
+        ),
+    ),
+)
+
+
+def _recbole_ml100k() -> Path | None:
+    spec = importlib.util.find_spec("recbole")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "dataset_example" / "ml-100k"
+    return folder if (folder / "ml-100k.inter").is_file() else None
+
+
+@dataclass(frozen=True)
+class RawMovieLens:
+    """MovieLens as read from disk, before any preprocessing (raw ids)."""
+
+    ratings: pd.DataFrame  # user_raw, item_raw, rating, timestamp
+    users: pd.DataFrame  # user_raw, age, gender, occupation (any may be absent)
+    items: pd.DataFrame  # item_raw, genres (tuple of names)
+
+
+def _read_table(path: Path, what: str, **kw) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, header=None, **kw)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: not a valid {what} file ({exc})") from exc
+
+
+def read_ml100k_files(folder: Path) -> RawMovieLens:
+    """Read GroupLens' original ``u.data``, ``u.user``, ``u.item``."""
+    folder = Path(folder)
+    ratings = _read_table(
+        folder / "u.data", "u.data (user id, item id, rating, timestamp; tab-separated integers)",
+        sep="\t", names=["user_raw", "item_raw", "rating", "timestamp"],
+        dtype={"user_raw": np.int64, "item_raw": np.int64, "rating": np.int64, "timestamp": np.int64},
+    )
+    users = _read_table(
+        folder / "u.user", "u.user (user id|age|gender|occupation|zip code)", sep="|",
+        names=["user_raw", "age", "gender", "occupation", "zip"], dtype={"user_raw": np.int64, "age": np.int64, "zip": str},
+    )
+    item_cols = ["item_raw", "title", "release", "video_release", "url", *[f"g{i}" for i in range(len(GENRES))]]
+    items = _read_table(
+        folder / "u.item", f"u.item (movie id|title|release date|video release date|URL|{len(GENRES)} genre flags)",
+        sep="|", names=item_cols, encoding="latin-1", dtype={"item_raw": np.int64},
+    )
+    flags = items[[f"g{i}" for i in range(len(GENRES))]]
+    if flags.isna().any().any() or not flags.isin([0, 1]).all().all():
+        raise DataFormatError(f"{folder / 'u.item'}: genre flags must be {len(GENRES)} columns of 0/1")
+    genres = [tuple(GENRES[j] for j in np.flatnonzero(row)) for row in flags.to_numpy()]
+    return RawMovieLens(
+        ratings=ratings,
+        users=users[["user_raw", "age", "gender", "occupation"]],
+        items=pd.DataFrame({"item_raw": items["item_raw"], "genres": genres}),
+    )
+
+
+def read_ml100k_recbole(folder: Path) -> RawMovieLens:
+    """Read the RecBole atomic files (TSV with typed headers such as ``user_id:token``)."""
+    folder = Path(folder)
+
+    def atomic(name: str, want: dict[str, str]) -> pd.DataFrame:
+        path = folder / name
+        try:
+            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise DataFormatError(f"{path}: not a valid RecBole atomic file ({exc})") from exc
+        df.columns = [c.split(":")[0] for c in df.columns]
+        missing = [c for c in want if c not in df.columns]
+        if missing:
+            raise DataFormatError(f"{path}: missing columns {missing}")
+        return df[list(want)].rename(columns=want)
+
+    inter = atomic("ml-100k.inter", {"user_id": "user_raw", "item_id": "item_raw", "rating": "rating", "timestamp": "timestamp"})
+    try:
+        ratings = pd.DataFrame({
+            "user_raw": inter["user_raw"].astype(np.int64),
+            "item_raw": inter["item_raw"].astype(np.int64),
+            "rating": inter["rating"].astype(float).astype(np.int64),
+            "timestamp": inter["timestamp"].astype(float).astype(np.int64),
+        })
+    except ValueError as exc:
+        raise DataFormatError(f"{folder / 'ml-100k.inter'}: non-numeric ids, ratings or timestamps ({exc})") from exc
+    users = atomic("ml-100k.user", {"user_id": "user_raw", "age": "age", "gender": "gender", "occupation": "occupation"})
+    users = users.astype({"user_raw": np.int64, "age": np.int64})
+    items = atomic("ml-100k.item", {"item_id": "item_raw", "class": "genres"})
+    return RawMovieLens(
+        ratings=ratings,
+        users=users,
+        items=pd.DataFrame({
+            "item_raw": items["item_raw"].astype(np.int64),
+            "genres": [tuple(g.split()) for g in items["genres"]],
+        }),
+    )
+
+
+def _encode(values: pd.Series, vocab: tuple[str, ...], what: str, where: str) -> np.ndarray:
+    lookup = {v: i for i, v in enumerate(vocab)}
+    codes = values.map(lookup)
+    if codes.isna().any():
+        bad = sorted(set(values[codes.isna()].astype(str)))[:5]
+        raise DataFormatError(f"{where}: unknown {what} values {bad}; expected one of {list(vocab)}")
+    return codes.to_numpy(dtype=np.int32)
+
+
+def build_movielens(
+    raw: RawMovieLens,
+    name: str,
+    click_threshold: int = 5,
+    test_fraction: float = 0.2,
+    history_maxlen: int = 50,
+    source: str = "",
+) -> InteractionDataset:
+    """RF² preprocessing of raw MovieLens frames into the canonical dataset."""
+    if history_maxlen < 1:
+        raise ValueError(f"history_maxlen must be >= 1, got {history_maxlen}")
+    r = raw.ratings
+    if r.empty:
+        raise DataFormatError(f"{name}: no ratings")
+    if not r["rating"].between(0, 5).all():
+        raise DataFormatError(f"{name}: ratings must be 0..5 stars, found {r['rating'].min()}..{r['rating'].max()}")
+    if not 1 <= click_threshold <= 5:
+        raise ValueError(f"click_threshold must be a star rating in 1..5, got {click_threshold}")
+    if r.duplicated(["user_raw", "item_raw"]).any():
+        raise DataFormatError(f"{name}: a user rates a movie at most once; found duplicate (user, movie) pairs")
+
+    user_ids = np.sort(raw.users["user_raw"].unique()) if len(raw.users) else np.sort(r["user_raw"].unique())
+    item_ids = np.sort(raw.items["item_raw"].unique())
+    unknown_users = ~np.isin(r["user_raw"].to_numpy(), user_ids)
+    unknown_items = ~np.isin(r["item_raw"].to_numpy(), item_ids)
+    if unknown_users.any() or unknown_items.any():
+        raise DataFormatError(
+            f"{name}: {int(unknown_users.sum())} ratings name users and {int(unknown_items.sum())} name movies "
+            f"that the user/movie files do not list"
+        )
+    user = np.searchsorted(user_ids, r["user_raw"].to_numpy()).astype(np.int32)
+    item = np.searchsorted(item_ids, r["item_raw"].to_numpy()).astype(np.int32)
+    timestamp = r["timestamp"].to_numpy(dtype=np.int64)
+    order = np.lexsort((item, timestamp, user))
+    user, item, timestamp = user[order], item[order], timestamp[order]
+    label = (r["rating"].to_numpy()[order] >= click_threshold).astype(np.int8)
+    events = pd.DataFrame({
+        "user": user, "item": item, "label": label, "timestamp": timestamp,
+        "is_test": temporal_split(user, test_fraction),
+    })
+
+    n_items = len(item_ids)
+    items_by_raw = raw.items.set_index("item_raw").loc[item_ids]
+    genre_lists = items_by_raw["genres"].tolist()
+    lookup = {g: i + 1 for i, g in enumerate(GENRES)}
+    genres = np.zeros((n_items, MAX_GENRES), dtype=np.int32)
+    for i, gl in enumerate(genre_lists):
+        codes = [lookup.get(g) for g in gl]
+        if None in codes or len(codes) > MAX_GENRES:
+            raise DataFormatError(f"{name}: movie {item_ids[i]} has genres {gl}; expected at most {MAX_GENRES} of {list(GENRES)}")
+        genres[i, : len(codes)] = codes
+    items = pd.DataFrame({"movie_id": np.arange(1, n_items + 1, dtype=np.int32)}, index=pd.RangeIndex(n_items, name="item"))
+
+    users_raw = raw.users.set_index("user_raw").loc[user_ids]
+    users = pd.DataFrame(index=pd.RangeIndex(len(user_ids), name="user"))
+    features: list = []
+    where = f"{name} user file"
+    if "age" in users_raw:
+        users["age_bucket"] = (np.searchsorted(AGE_BUCKETS, users_raw["age"].to_numpy(), side="right") - 1).astype(np.int32)
+        features.append(SparseFeature("age_bucket", len(AGE_BUCKETS), "user"))
+    if "gender" in users_raw:
+        users["gender"] = _encode(users_raw["gender"], GENDERS, "gender", where)
+        features.append(SparseFeature("gender", len(GENDERS), "user"))
+    if "occupation" in users_raw:
+        users["occupation"] = _encode(users_raw["occupation"], OCCUPATIONS, "occupation", where)
+        features.append(SparseFeature("occupation", len(OCCUPATIONS), "user"))
+    features += [
+        SequenceFeature("hist_movie_id", n_items + 1, history_maxlen, "history", embedding_name="movie_id",
+                        length_name="hist_length"),
+        SparseFeature("movie_id", n_items + 1, "item"),
+        SequenceFeature("genres", len(GENRES) + 1, MAX_GENRES, "item"),
+    ]
+    return InteractionDataset(
+        name=name,
+        events=events,
+        users=users,
+        items=items,
+        schema=Schema(tuple(features)),
+        item_sequences={"genres": genres},
+        description=(
+            f"MovieLens ({name}); click = rating >= {click_threshold}; user features {list(users.columns)} "
+            f"+ last {history_maxlen} clicked movies; item features movie id, genres; "
+            f"last {test_fraction:.0%} of each user's events (by time) for test"
+        ),
+        source=source,
+    )
+
+
+def load_ml100k(
+    path: str | None = None,
+    download: bool = False,
+    click_threshold: int = 5,
+    test_fraction: float = 0.2,
+    history_maxlen: int = 50,
+    verify: bool = True,
+) -> InteractionDataset:
+    """MovieLens-100K (943 users, 1,682 movies, 100,000 ratings), RF² preprocessing.
+
+    ``verify`` checks the files against their pinned sha256 before reading (a truncated or
+    modified copy is an error); ``verify=False`` reads a modified copy on purpose.
+    """
+    found = locate(ML100K, path=path, download=download)
+    if verify:
+        verify_files(found, ("ml-100k.inter", "ml-100k.user", "ml-100k.item") if found.kind == "recbole" else ML100K.files)
+    raw = read_ml100k_recbole(found.path) if found.kind == "recbole" else read_ml100k_files(found.path)
+    return build_movielens(raw, "ml-100k", click_threshold, test_fraction, history_maxlen, source=found.origin)

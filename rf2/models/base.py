@@ -1,0 +1,90 @@
+"""What the simulator needs from a recommendation model.
+
+A model is an ``nn.Module`` whose ``forward(X)`` maps deepctr-torch-style input rows (see
+:mod:`rf2.data.encoding`) to click *logits* of shape ``[B]``, and which says
+
+* which of its parameters are embedding tables (``embedding_tables()``: parameter name -> table
+  name), because a client's update of a table touches only the rows its data indexes, and the
+  simulator keeps those updates sparse;
+* which of its parameters form hidden layers (``hidden_layers()``), for width-reducing
+  optimisations such as Channel.
+
+Models are built with :func:`rf2.models.build_model` under a forked torch RNG seeded from the run's
+seed, so construction never changes global RNG state and the same seed gives the same weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rf2._deepctr import inputs as dc_inputs
+from rf2.data.schema import DenseFeature, Schema, SequenceFeature, SparseFeature
+
+
+@dataclass(frozen=True)
+class HiddenLayer:
+    """A hidden layer of width ``width``: ``out_params`` have the layer's units on axis 0 (weight
+    rows, bias); ``in_params`` are the next layer's weights, with these units on axis 1."""
+
+    name: str
+    width: int
+    out_params: tuple[str, ...]
+    in_params: tuple[str, ...]
+    first: bool = False  # reads the model's input features directly
+
+
+class RecModel(nn.Module):
+    schema: Schema
+
+    def embedding_tables(self) -> dict[str, str]:
+        """Parameter name -> embedding table name, for every embedding table."""
+        return {f"embedding_dict.{t}.weight": t for t in self.schema.tables()}
+
+    def hidden_layers(self) -> list[HiddenLayer]:
+        return []
+
+
+def deepctr_columns(schema: Schema, embedding_dim: int) -> list:
+    """Our schema as deepctr-torch feature columns (same names and order)."""
+    cols = []
+    for f in schema.features:
+        if isinstance(f, SparseFeature):
+            cols.append(dc_inputs.SparseFeat(f.name, f.vocab_size, embedding_dim, embedding_name=f.table))
+        elif isinstance(f, SequenceFeature):
+            sf = dc_inputs.SparseFeat(f.name, f.vocab_size, embedding_dim, embedding_name=f.table)
+            cols.append(dc_inputs.VarLenSparseFeat(sf, f.maxlen, f.combiner, f.length_name))
+        elif isinstance(f, DenseFeature):
+            cols.append(dc_inputs.DenseFeat(f.name, f.dim))
+    return cols
+
+
+def pooled_embeddings(X: torch.Tensor, schema: Schema, tables: nn.ModuleDict) -> list[torch.Tensor]:
+    """One ``[B, 1, D]`` vector per sparse or sequence feature, in schema order; sequences are
+    pooled over their non-zero (non-padding) entries with the feature's combiner."""
+    out = []
+    for f in schema.features:
+        if isinstance(f, DenseFeature):
+            continue
+        start, end = schema.columns[f.name]
+        idx = X[:, start:end].long()
+        emb = tables[f.table](idx)  # [B, width, D]
+        if isinstance(f, SparseFeature):
+            out.append(emb)
+            continue
+        mask = (idx != 0).unsqueeze(-1).to(emb.dtype)
+        if f.combiner == "max":
+            pooled = (emb - (1 - mask) * 1e9).amax(dim=1, keepdim=True)
+            pooled = pooled * (mask.sum(dim=1, keepdim=True) > 0)
+        else:
+            pooled = (emb * mask).sum(dim=1, keepdim=True)
+            if f.combiner == "mean":
+                pooled = pooled / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
+        out.append(pooled)
+    return out
+
+
+def dense_inputs(X: torch.Tensor, schema: Schema) -> torch.Tensor | None:
+    cols = [X[:, slice(*schema.columns[f.name])] for f in schema.dense]
+    return torch.cat(cols, dim=1) if cols else None

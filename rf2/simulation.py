@@ -1,0 +1,186 @@
+"""A federated training run, round by round (RF² §4.1, Figure 3).
+
+Before training: load the dataset, map users to tiers (:mod:`tier_mapping`), build the model.
+Every round:
+
+1. **select** ``K`` clients without repetition (:mod:`rf2.selection`) among those the
+   optimisation allows (``eligible``), then let it pick the ``participants``;
+2. **broadcast** the global model and **train locally**: full-batch SGD on each client's data
+   (:mod:`rf2.clients`), possibly on a sub-model (``client_masks``);
+3. **upload** through the optimisation's channel (``encode`` on the client, ``decode`` on the
+   server);
+4. **aggregate** (FedAvg by sample count, :mod:`rf2.aggregation`);
+5. **server step**: the average as a pseudo-gradient for AdaGrad (:mod:`rf2.servers`).
+
+After training: per-tier AUC on every client's test events (:mod:`rf2.evaluation`).
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from optimizations import Optimization, make_contexts, parse_optimization
+from tier_mapping import TierAssignment, map_tiers
+
+from rf2.clients.batch import RoundBatch
+from rf2.clients.batched import BatchedEngine
+from rf2.clients.reference import ReferenceEngine
+from rf2.config import RunConfig
+from rf2.data import FeatureEncoder, InteractionDataset, load_dataset
+from rf2.evaluation import TierMetrics, tier_metrics
+from rf2.models import RecModel, build_model
+from rf2.seeding import int_seed
+from rf2.selection import NoRepeatSelector
+from rf2.servers import make_server_optimizer
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or parameter."""
+
+
+def make_engine(name: str):
+    return {"batched": BatchedEngine, "reference": ReferenceEngine}[name]()
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    metrics: TierMetrics
+    rounds: pd.DataFrame  # one row per round
+    tiers: TierAssignment
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float = float("nan")
+
+    def table(self) -> pd.DataFrame:
+        return self.metrics.table()
+
+    def rows(self) -> pd.DataFrame:
+        """Tidy rows (tier, metric, value, sizes) each carrying the full config as columns."""
+        f = self.metrics.frame.copy()
+        for k, v in self.config.to_dict().items():
+            f[k] = v if not isinstance(v, dict) else str(v)
+        return f
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Simulation:
+    def __init__(
+        self,
+        config: RunConfig,
+        dataset: InteractionDataset | None = None,
+        tiers: TierAssignment | None = None,
+        progress: bool = True,
+    ):
+        self.config = config
+        t0 = time.perf_counter()
+        self.dataset = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+        self.tiers = tiers if tiers is not None else map_tiers(self.dataset, config.mapping, config.n_tiers, seed=config.seed)
+        if self.tiers.n_users != self.dataset.n_users:
+            raise ValueError(f"tier assignment covers {self.tiers.n_users} users, the dataset has {self.dataset.n_users}")
+        self.encoder = FeatureEncoder(self.dataset)
+        self.model: RecModel = build_model(
+            config.model, self.dataset.schema, seed=int_seed(config.seed, "model"), **config.model_options
+        )
+        # The global model θ: the model's own parameter storage, updated in place by the server.
+        self.params = {k: p.detach() for k, p in self.model.named_parameters()}
+        self.optimization: Optimization = parse_optimization(config.optimization)
+        self.server = make_server_optimizer(config.server_optimizer, config.server_lr)
+        self.engine = make_engine(config.engine)
+        self.progress = progress
+        self.load_seconds = time.perf_counter() - t0
+
+    # -- training --------------------------------------------------------------------------------
+    def training_clients(self) -> np.ndarray:
+        has_data = self.dataset.train_counts > 0
+        eligible = self.optimization.eligible(self.tiers.tier) & has_data
+        clients = np.flatnonzero(eligible)
+        if clients.size == 0:
+            raise ValueError(
+                f"optimization {self.optimization.spec!r} leaves no client to train under mapping "
+                f"{self.tiers.spec!r} (tier sizes {dict(zip(self.tiers.names, self.tiers.sizes().tolist()))})"
+            )
+        return clients
+
+    def schedule(self) -> list[tuple[int, np.ndarray]]:
+        cfg = self.config
+        selector = NoRepeatSelector(self.training_clients(), self.optimization.selection_size(cfg.clients_per_round), cfg.seed)
+        plan = [(e, chosen) for e in range(cfg.epochs) for chosen in selector.epoch(e)]
+        return plan[: cfg.max_rounds] if cfg.max_rounds else plan
+
+    def train_round(self, round_: int, epoch: int, chosen: np.ndarray) -> dict:
+        cfg, ds, opt = self.config, self.dataset, self.optimization
+        contexts = make_contexts(cfg.seed, chosen, self.tiers.tier, self.tiers.names, round_, epoch, ds.train_counts[chosen])
+        contexts = opt.participants(contexts, None)
+        clients = np.array([c.client_id for c in contexts], dtype=np.int64)
+        batch = RoundBatch.gather(ds, self.encoder, clients)
+        masks = opt.client_masks(contexts, self.model)
+        updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_steps, cfg.client_lr, masks)
+        updates = opt.encode(updates)
+        bits = opt.upload_bits(updates)
+        updates = opt.decode(updates)
+        update = opt.aggregate(updates)
+        self.server.step(self.params, update)
+        opt.after_step(self.params, round_)
+        w = updates.weights
+        loss = float((updates.loss * w).sum() / w.sum())
+        if not math.isfinite(loss):
+            raise DivergenceError(f"round {round_}: training loss is {loss}")
+        return {"round": round_, "epoch": epoch, "selected": int(chosen.size), "participants": int(clients.size),
+                "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6}
+
+    def run(self) -> RunResult:
+        t0 = time.perf_counter()
+        plan = self.schedule()
+        log = []
+        bar = tqdm(plan, desc=f"{self.config.optimization} | {self.tiers.spec}", unit="round",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        for round_, (epoch, chosen) in enumerate(bar):
+            ts = time.perf_counter()
+            row = self.train_round(round_, epoch, chosen)
+            row["seconds"] = time.perf_counter() - ts
+            log.append(row)
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", refresh=False)
+        bar.close()
+        for k, p in self.params.items():
+            if not torch.isfinite(p).all():
+                raise DivergenceError(f"parameter {k} is not finite after training")
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        metrics = self.evaluate()
+        return RunResult(
+            config=self.config, metrics=metrics, rounds=pd.DataFrame(log), tiers=self.tiers,
+            seconds={"load": self.load_seconds, "train": train_s, "eval": time.perf_counter() - t1},
+            peak_rss_mb=peak_rss_mb(),
+        )
+
+    # -- evaluation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict(self, idx: np.ndarray) -> np.ndarray:
+        was = self.model.training
+        self.model.eval()
+        out = []
+        for a in range(0, idx.size, self.config.eval_batch_size):
+            out.append(self.model(self.encoder.encode(idx[a : a + self.config.eval_batch_size])).numpy())
+        self.model.train(was)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def evaluate(self) -> TierMetrics:
+        ds = self.dataset
+        idx = ds.test_index
+        logits = self.predict(idx)
+        users = ds.user[idx]
+        return tier_metrics(ds.label[idx], logits, self.tiers.tier[users], users, self.tiers.names)
+
+
+def run(config: RunConfig, **kw) -> RunResult:
+    return Simulation(config, **kw).run()
