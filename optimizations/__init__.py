@@ -1,21 +1,52 @@
-"""Tier-aware optimisations: a name -> class registry parsed from short specs.
+"""Tier-aware optimisations: a name -> factory registry parsed from short specs.
 
-``parse_optimization("none")`` is plain FedAvg. New optimisations register with
-:func:`register` and need no change to the simulator; see :mod:`optimizations.base` for the hooks.
+====================  ================================================================================
+spec                  meaning (RF² Table 1 unless noted)
+====================  ================================================================================
+``none``              plain FedAvg: the baseline of every comparison
+``exclude-lo``        low-end devices never train
+``overselect:0.2``    select 20% extra clients, drop the slowest 20% (system model)
+``prune:1:2:4``       random pruning of 75/50/0% of the update (also 1:2:8, 1:4:16; ``prune:frac:...``)
+``quant:1:2:4``       stochastic rounding to 8/16/32 bits (1:2:8 -> 4/8/32, 1:4:16 -> 2/4/32; ``quant:bits:...``)
+``quants:1:2:4``      as quant, with a sign bit and n-1 magnitude bits (zero stays exact)
+``channel:1:2:4``     25/50/100% of the hidden units (1:2:8 -> 12.5/25/100%, 1:4:16 -> 6.25/25/100%)
+``paper-table1``      a *preset*: the 14 configurations of Table 1 (for sweeps)
+====================  ================================================================================
+
+New optimisations register with :func:`register` and need no change to the simulator; see
+:mod:`optimizations.base` for the hooks.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 from .base import ClientContext, Optimization, dense_entry_count, make_contexts
+from .channel import CHANNEL_USAGE, Channel
+from .compression import (
+    PAPER_BITS, PAPER_RATIOS, PRUNE_USAGE, QUANT_USAGE, Prune, Quant, QuantS, check_options, parse_numbers,
+    parse_ratios, split_args,
+)
+from .selection import ExcludeLo, Overselect
 
 #: name -> factory taking the spec's arguments (the parts after the first ':') and the full spec
 REGISTRY: dict[str, Callable[[list[str], str], Optimization]] = {}
 #: name -> one-line usage, for error messages and `rf2 list`
 USAGE: dict[str, str] = {}
+#: preset name -> the specs it expands to
+PRESETS: dict[str, tuple[str, ...]] = {
+    "paper-table1": (
+        "exclude-lo", "overselect:0.2",
+        *(f"prune:{r}" for r in PAPER_RATIOS),
+        *(f"quant:{r}" for r in PAPER_RATIOS),
+        *(f"quants:{r}" for r in PAPER_RATIOS),
+        *(f"channel:{r}" for r in PAPER_RATIOS),
+    ),
+}
 
 
 def register(name: str, usage: str):
+    """Decorator: ``@register("myopt", "myopt:ARG  (what it does)")`` on a ``factory(args, spec)``."""
+
     def deco(factory):
         REGISTRY[name] = factory
         USAGE[name] = usage
@@ -24,11 +55,87 @@ def register(name: str, usage: str):
     return deco
 
 
-@register("none", "none  (plain FedAvg: the baseline every optimisation is compared with)")
-def _none(args: list[str], spec: str) -> Optimization:
+def _no_args(args: list[str], spec: str, name: str) -> None:
     if args:
-        raise ValueError(f"optimization {spec!r}: 'none' takes no arguments")
+        raise ValueError(f"optimization {spec!r}: '{name}' takes no arguments")
+
+
+@register("none", "none  (plain FedAvg: the baseline every optimisation is compared with)")
+def _none(args, spec):
+    _no_args(args, spec, "none")
     return Optimization("none")
+
+
+@register("exclude-lo", "exclude-lo  (low-end devices never train)")
+def _exclude(args, spec):
+    _no_args(args, spec, "exclude-lo")
+    return ExcludeLo(spec)
+
+
+@register("overselect", "overselect:F  (select F more clients, e.g. 0.2, drop the slowest)")
+def _overselect(args, spec):
+    pos, opts = split_args(args, spec)
+    check_options(opts, {}, spec)
+    if len(pos) > 1:
+        raise ValueError(f"optimization {spec!r}: use overselect:0.2 (one fraction)")
+    f = parse_numbers(pos, spec, "fraction", "use overselect:0.2")[0] if pos else 0.2
+    return Overselect(spec, f)
+
+
+def _per_tier(pos: list[str], spec: str, keyword: str, usage: str, from_ratio) -> tuple[float, ...]:
+    if pos and pos[0].lower() == keyword:
+        return parse_numbers(pos[1:], spec, f"{keyword} values", usage)
+    return from_ratio(parse_ratios(pos, spec, usage))
+
+
+@register("prune", PRUNE_USAGE.replace("use ", "", 1))
+def _prune(args, spec):
+    pos, opts = split_args(args, spec)
+    check_options(opts, {"rescale": ("true", "false")}, spec)
+    fracs = _per_tier(pos, spec, "frac", PRUNE_USAGE, lambda r: tuple(1 - v / max(r) for v in r))
+    return Prune(spec, fracs, rescale=opts.get("rescale") == "true")
+
+
+def _bits_from_ratio(r: tuple[float, ...]) -> tuple[float, ...]:
+    key = ":".join(f"{v:g}" for v in r)
+    if key in PAPER_BITS:
+        return PAPER_BITS[key]
+    return tuple(max(1, round(32 * v / max(r))) for v in r)
+
+
+def _quant_factory(cls):
+    def factory(args, spec):
+        pos, opts = split_args(args, spec)
+        check_options(opts, {"noise": ("auto", "exact", "gaussian")}, spec)
+        bits = _per_tier(pos, spec, "bits", QUANT_USAGE, _bits_from_ratio)
+        return cls(spec, bits, noise=opts.get("noise", "auto"))
+
+    return factory
+
+
+register("quant", QUANT_USAGE.replace("use ", "", 1))(_quant_factory(Quant))
+register("quants", QUANT_USAGE.replace("use ", "", 1).replace("quant:", "quants:") + "  (sign + magnitude)")(_quant_factory(QuantS))
+
+
+@register("channel", CHANNEL_USAGE.replace("use ", "", 1))
+def _channel(args, spec):
+    pos, opts = split_args(args, spec)
+    check_options(opts, {}, spec)
+    widths = _per_tier(pos, spec, "frac", CHANNEL_USAGE, lambda r: tuple(v / max(r) for v in r))
+    return Channel(spec, widths)
+
+
+def expand_optimizations(specs) -> list[str]:
+    """Expand presets (``paper-table1``) in a list of specs; validate every spec."""
+    out: list[str] = []
+    for s in [specs] if isinstance(specs, str) else specs:
+        key = s.strip().lower() if isinstance(s, str) else s
+        items = PRESETS.get(key, (s,))
+        for item in items:
+            parse_optimization(item)
+            if item not in out:
+                out.append(item)
+    return out
 
 
 def parse_optimization(spec: str) -> Optimization:
@@ -36,11 +143,15 @@ def parse_optimization(spec: str) -> Optimization:
         raise ValueError(f"optimization spec must be a non-empty string; known: {sorted(REGISTRY)}")
     parts = spec.strip().split(":")
     name = parts[0].lower()
+    if name in PRESETS:
+        raise ValueError(f"{spec!r} is a preset of {len(PRESETS[name])} optimisations ({', '.join(PRESETS[name])}); "
+                         f"use it in a sweep's optimizations list, or pick one of them for a single run")
     if name not in REGISTRY:
         usage = "; ".join(USAGE[k] for k in sorted(USAGE))
-        raise ValueError(f"unknown optimization {spec!r}; use one of: {usage}")
+        raise ValueError(f"unknown optimization {spec!r}; use one of: {usage}; or the preset paper-table1")
     return REGISTRY[name](parts[1:], spec.strip())
 
 
-__all__ = ["REGISTRY", "USAGE", "ClientContext", "Optimization", "dense_entry_count", "make_contexts",
+__all__ = ["PRESETS", "REGISTRY", "USAGE", "Channel", "ClientContext", "ExcludeLo", "Optimization", "Overselect",
+           "Prune", "Quant", "QuantS", "dense_entry_count", "expand_optimizations", "make_contexts",
            "parse_optimization", "register"]

@@ -8,6 +8,7 @@ An optimisation overrides only the hooks it changes; every hook defaults to "do 
 ``selection_size(k)``      how many candidates the server draws per round (Overselect draws more)
 ``participants(...)``      which candidates train and report (Overselect drops the slowest)
 ``client_masks(...)``      the sub-model each client trains (Channel: fewer hidden units)
+``compute_fraction(...)``  the share of the full model's work that sub-model costs (system model)
 ``encode(updates)``        what a client does to its update before upload (Prune, Quant)
 ``upload_bits(updates)``   the size of each client's upload, for the system model
 ``decode(updates)``        what the server does on reception (dequantise)
@@ -29,7 +30,7 @@ import torch
 
 from rf2.aggregation import GlobalUpdate, fedavg
 from rf2.clients.updates import ClientUpdates
-from rf2.seeding import int_seed
+from rf2.seeding import int_seed, numpy_rng, torch_generator
 
 if TYPE_CHECKING:
     from rf2.models import RecModel
@@ -45,11 +46,12 @@ class ClientContext:
     num_samples: int  # training samples on the client
     seed: int  # this client's seed for this round
 
-    def rng(self) -> np.random.Generator:
-        return np.random.default_rng(self.seed)
+    def rng(self, purpose: str = "client") -> np.random.Generator:
+        """This client's numpy stream for ``purpose`` (distinct purposes never share draws)."""
+        return numpy_rng(self.seed, purpose)
 
-    def torch_generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed)
+    def torch_generator(self, purpose: str = "client") -> torch.Generator:
+        return torch_generator(self.seed, purpose)
 
 
 def make_contexts(run_seed: int, clients: np.ndarray, tiers: np.ndarray, names: Sequence[str],
@@ -69,6 +71,10 @@ class Optimization:
     def __init__(self, spec: str | None = None):
         self.spec = spec or self.name
 
+    def validate(self, tier_names: Sequence[str]) -> None:
+        """Called once before training: raise ``ValueError`` if the run's tiers do not fit."""
+        return None
+
     # -- selection -------------------------------------------------------------------------------
     def eligible(self, tiers: np.ndarray) -> np.ndarray:
         """Boolean mask over clients: who may ever be selected."""
@@ -77,13 +83,19 @@ class Optimization:
     def selection_size(self, k: int) -> int:
         return k
 
-    def participants(self, contexts: list[ClientContext], system=None) -> list[ClientContext]:
+    def participants(self, contexts: list[ClientContext], round_time=None) -> list[ClientContext]:
+        """``round_time(contexts)`` gives each candidate's simulated time to train and upload the
+        full model (seconds), from the system model."""
         return contexts
 
     # -- local training --------------------------------------------------------------------------
     def client_masks(self, contexts: list[ClientContext], model: "RecModel") -> dict[str, torch.Tensor] | None:
         """``[C, *shape]`` boolean masks of the parameter entries each client holds; ``None``: all."""
         return None
+
+    def compute_fraction(self, contexts: list[ClientContext], model: "RecModel") -> np.ndarray:
+        """Per client, the work of its local training relative to the full model (system model)."""
+        return np.ones(len(contexts))
 
     # -- upload channel --------------------------------------------------------------------------
     def encode(self, updates: ClientUpdates) -> ClientUpdates:

@@ -38,6 +38,7 @@ class RunConfig:
     client_lr: float = _f(1.0, "client SGD learning rate (RF² §5.1: 1.0)")
     server_optimizer: str = _f("adagrad", "server optimiser applied to the averaged update: adagrad | sgd")
     server_lr: float = _f(0.1, "server learning rate (RF² §5.1: 0.1 for MovieLens, 0.01 for Taobao)")
+    system_options: dict = _f({}, "device profile overrides per tier, e.g. {low = {upload_mbps = 2.0}} (rf2.system)")
     engine: str = _f("batched", "how client updates are computed: batched (vmap, fast) | reference (loop)")
     eval_batch_size: int = _f(65536, "test events scored per forward pass")
 
@@ -57,7 +58,7 @@ class RunConfig:
                 raise ValueError(f"config: {name} must be a positive finite number, got {v!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"config: engine must be one of {ENGINES}, got {self.engine!r}")
-        for name in ("dataset_options", "model_options"):
+        for name in ("dataset_options", "model_options", "system_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ValueError(f"config: {name} must be a table/dict, got {getattr(self, name)!r}")
         # names: checked against the registries, so a typo fails before any data is loaded

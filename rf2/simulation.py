@@ -34,11 +34,12 @@ from rf2.clients.batched import BatchedEngine
 from rf2.clients.reference import ReferenceEngine
 from rf2.config import RunConfig
 from rf2.data import FeatureEncoder, InteractionDataset, load_dataset
-from rf2.evaluation import TierMetrics, tier_metrics
+from rf2.evaluation import OVERALL, TierMetrics, tier_metrics
 from rf2.models import RecModel, build_model
 from rf2.seeding import int_seed
 from rf2.selection import NoRepeatSelector
 from rf2.servers import make_server_optimizer
+from rf2.system import SystemModel
 
 
 class DivergenceError(RuntimeError):
@@ -94,8 +95,14 @@ class Simulation:
         # The global model θ: the model's own parameter storage, updated in place by the server.
         self.params = {k: p.detach() for k, p in self.model.named_parameters()}
         self.optimization: Optimization = parse_optimization(config.optimization)
+        self.optimization.validate(self.tiers.names)
         self.server = make_server_optimizer(config.server_optimizer, config.server_lr)
         self.engine = make_engine(config.engine)
+        self.system = SystemModel(self.tiers.names, config.system_options)
+        self.full_bits = 32.0 * sum(p.numel() for p in self.params.values())
+        T = self.tiers.n_tiers
+        self.cost = {"upload_bits": np.zeros(T), "compute_s": np.zeros(T), "participations": np.zeros(T, dtype=np.int64),
+                     "dropped": np.zeros(T, dtype=np.int64)}
         self.progress = progress
         self.load_seconds = time.perf_counter() - t0
 
@@ -119,14 +126,14 @@ class Simulation:
 
     def train_round(self, round_: int, epoch: int, chosen: np.ndarray) -> dict:
         cfg, ds, opt = self.config, self.dataset, self.optimization
-        contexts = make_contexts(cfg.seed, chosen, self.tiers.tier, self.tiers.names, round_, epoch, ds.train_counts[chosen])
-        contexts = opt.participants(contexts, None)
+        candidates = make_contexts(cfg.seed, chosen, self.tiers.tier, self.tiers.names, round_, epoch, ds.train_counts[chosen])
+        contexts = opt.participants(candidates, self.full_round_time)
         clients = np.array([c.client_id for c in contexts], dtype=np.int64)
         batch = RoundBatch.gather(ds, self.encoder, clients)
         masks = opt.client_masks(contexts, self.model)
         updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_steps, cfg.client_lr, masks)
         updates = opt.encode(updates)
-        bits = opt.upload_bits(updates)
+        bits = opt.upload_bits(updates).numpy()
         updates = opt.decode(updates)
         update = opt.aggregate(updates)
         self.server.step(self.params, update)
@@ -135,8 +142,21 @@ class Simulation:
         loss = float((updates.loss * w).sum() / w.sum())
         if not math.isfinite(loss):
             raise DivergenceError(f"round {round_}: training loss is {loss}")
+        costs = self.system.costs(contexts, bits, cfg.local_steps, opt.compute_fraction(contexts, self.model))
+        tiers = np.array([c.tier for c in contexts])
+        T = self.tiers.n_tiers
+        self.cost["upload_bits"] += np.bincount(tiers, weights=bits, minlength=T)
+        self.cost["compute_s"] += np.bincount(tiers, weights=costs.compute_s, minlength=T)
+        self.cost["participations"] += np.bincount(tiers, minlength=T)
+        kept = {c.client_id for c in contexts}
+        self.cost["dropped"] += np.bincount([c.tier for c in candidates if c.client_id not in kept], minlength=T).astype(np.int64)
         return {"round": round_, "epoch": epoch, "selected": int(chosen.size), "participants": int(clients.size),
-                "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6}
+                "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6,
+                "sim_round_s": float(costs.total_s.max())}
+
+    def full_round_time(self, contexts) -> np.ndarray:
+        """Each candidate's simulated time to train and upload the full 32-bit model (seconds)."""
+        return self.system.costs(contexts, np.full(len(contexts), self.full_bits), self.config.local_steps).total_s
 
     def run(self) -> RunResult:
         t0 = time.perf_counter()
@@ -157,11 +177,32 @@ class Simulation:
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         metrics = self.evaluate()
+        metrics = self._with_costs(metrics, pd.DataFrame(log))
         return RunResult(
             config=self.config, metrics=metrics, rounds=pd.DataFrame(log), tiers=self.tiers,
             seconds={"load": self.load_seconds, "train": train_s, "eval": time.perf_counter() - t1},
             peak_rss_mb=peak_rss_mb(),
         )
+
+    def _with_costs(self, metrics: TierMetrics, rounds: pd.DataFrame) -> TierMetrics:
+        """Add the system-model totals to the tidy metrics: per tier upload MB, compute hours,
+        participations and drops; overall the same plus the simulated wall-clock hours."""
+        rows = []
+        sizes = metrics.frame.drop_duplicates("tier").set_index("tier")[["n_events", "n_users"]]
+        names = list(self.tiers.names) + [OVERALL]
+        per_tier = {
+            "upload_mb": np.r_[self.cost["upload_bits"], self.cost["upload_bits"].sum()] / 8e6,
+            "compute_h": np.r_[self.cost["compute_s"], self.cost["compute_s"].sum()] / 3600,
+            "participations": np.r_[self.cost["participations"], self.cost["participations"].sum()],
+            "dropped": np.r_[self.cost["dropped"], self.cost["dropped"].sum()],
+        }
+        for metric, values in per_tier.items():
+            for name, v in zip(names, values):
+                rows.append((name, metric, float(v), *sizes.loc[name].tolist()))
+        wall = float(rounds["sim_round_s"].sum()) / 3600 if len(rounds) else 0.0
+        rows.append((OVERALL, "sim_wall_h", wall, *sizes.loc[OVERALL].tolist()))
+        extra = pd.DataFrame(rows, columns=["tier", "metric", "value", "n_events", "n_users"])
+        return TierMetrics(pd.concat([metrics.frame, extra], ignore_index=True), metrics.tier_names)
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()

@@ -8,6 +8,8 @@ An update is ``Δ_i = θ_i - θ`` (local model after training minus the broadcas
   update is exactly zero, so nothing is lost; an optimisation that changes zeros (quantisation)
   must account for the untouched rows itself, and :meth:`TableRows.untouched` tells how many
   there are.
+* a table's :class:`Background` (optional) replaces those exact zeros by what an encoding made
+  of them;
 * ``masks``: optional ``[C, *shape]`` boolean masks of the entries each client *holds* (a client
   training a sub-model, e.g. Channel, holds only part of a tensor); ``None`` means all.
 """
@@ -20,11 +22,34 @@ import torch
 
 
 @dataclass
+class Background:
+    """The value of every entry a client did *not* touch, when it is not an exact zero.
+
+    A client's untouched entries are i.i.d. ``low + step * Bernoulli(p_up)`` (what stochastic
+    rounding does to a zero, :mod:`optimizations.compression`). The aggregator adds their sum;
+    see :func:`rf2.aggregation.background_sum` for how (``mode``: exact sampling, or a Gaussian
+    with the exact mean and variance when ``clients x table size`` exceeds ``budget``).
+    """
+
+    low: torch.Tensor  # [C]
+    step: torch.Tensor  # [C]
+    p_up: torch.Tensor  # [C]
+    seeds: list[int]  # per-client seeds for exact sampling
+    mode: str = "auto"  # "exact" | "gaussian" | "auto"
+    budget: int = 50_000_000  # auto: exact when clients * table entries <= budget
+
+    def select(self, idx: torch.Tensor) -> "Background":
+        i = idx.tolist()
+        return replace(self, low=self.low[idx], step=self.step[idx], p_up=self.p_up[idx], seeds=[self.seeds[j] for j in i])
+
+
+@dataclass
 class TableRows:
     ptr: torch.Tensor  # [C + 1] int64: client c's rows are rows[ptr[c]:ptr[c+1]]
     rows: torch.Tensor  # [R] int64 global row ids, ascending within each client
     values: torch.Tensor  # [R, D]
     n_rows: int  # rows in the whole table
+    background: Background | None = None  # untouched entries: exact zeros unless set
 
     @property
     def n_clients(self) -> int:
@@ -74,7 +99,7 @@ class ClientUpdates:
     def select(self, keep: torch.Tensor) -> "ClientUpdates":
         """The updates of the clients where ``keep`` (bool ``[C]``) is true."""
         keep = keep.to(torch.bool)
-        idx = torch.flatnonzero(keep)
+        idx = torch.nonzero(keep).flatten()
         tables = {}
         for name, t in self.tables.items():
             counts = t.counts()[idx]
@@ -82,6 +107,7 @@ class ClientUpdates:
             tables[name] = TableRows(
                 ptr=torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]),
                 rows=t.rows[row_keep], values=t.values[row_keep], n_rows=t.n_rows,
+                background=None if t.background is None else t.background.select(idx),
             )
         return ClientUpdates(
             contexts=[self.contexts[i] for i in idx.tolist()],

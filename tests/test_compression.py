@@ -1,0 +1,261 @@
+"""Prune, Quant, QuantS: builds from spec / exact where it must be / statistically right / bytes right."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from optimizations import ClientContext, Prune, Quant, QuantS, expand_optimizations, parse_optimization
+from optimizations.compression import client_range, stochastic_round
+from rf2.aggregation import background_sum, fedavg
+from rf2.clients.updates import ClientUpdates, TableRows
+
+
+def ctx(cid: int, tier: int, seed: int = 0) -> ClientContext:
+    return ClientContext(cid, tier, ("low", "mid", "high")[tier], 0, 0, 10, seed * 1000 + cid)
+
+
+def toy_updates(tiers=(0, 1, 2), seed=0, n_rows=50, dim=4) -> ClientUpdates:
+    """Clients with a dense [3, 5] parameter and an embedding table where each touches a few rows."""
+    g = torch.Generator().manual_seed(seed)
+    C = len(tiers)
+    rows, ptr = [], [0]
+    for c in range(C):
+        r = torch.unique(torch.randint(0, n_rows, (6,), generator=g))
+        rows.append(r)
+        ptr.append(ptr[-1] + r.numel())
+    rows = torch.cat(rows)
+    table = TableRows(torch.tensor(ptr), rows, torch.randn(rows.numel(), dim, generator=g) * 0.1, n_rows)
+    return ClientUpdates(
+        contexts=[ctx(c, t, seed) for c, t in enumerate(tiers)],
+        weights=torch.arange(1, C + 1, dtype=torch.float32) * 10,
+        dense={"w": torch.randn(C, 3, 5, generator=g)},
+        tables={"emb": table},
+    )
+
+
+# -- builds from spec ------------------------------------------------------------------------------
+def test_table1_settings_parse_exactly():
+    assert parse_optimization("prune:1:2:4").per_tier == (0.75, 0.5, 0.0)
+    assert parse_optimization("prune:1:2:8").per_tier == (0.875, 0.75, 0.0)
+    assert parse_optimization("prune:1:4:16").per_tier == (0.9375, 0.75, 0.0)
+    assert parse_optimization("quant:1:2:4").per_tier == (8, 16, 32)
+    assert parse_optimization("quant:1:2:8").per_tier == (4, 8, 32)
+    assert parse_optimization("quant:1:4:16").per_tier == (2, 4, 32)
+    assert parse_optimization("quants:1:4:16").per_tier == (2, 4, 32)
+    assert isinstance(parse_optimization("quants:1:2:4"), QuantS)
+    assert parse_optimization("quant:bits:3:5:32").per_tier == (3, 5, 32)
+    assert parse_optimization("prune:frac:0.5:0.25:0").per_tier == (0.5, 0.25, 0.0)
+    assert parse_optimization("quant:1:2:4:noise=exact").noise == "exact"
+
+
+def test_paper_preset_is_table1():
+    specs = expand_optimizations(["paper-table1"])
+    assert len(specs) == 14
+    assert specs[:2] == ["exclude-lo", "overselect:0.2"]
+    assert sum(s.startswith("quant:") for s in specs) == 3 and sum(s.startswith("quants:") for s in specs) == 3
+
+
+@pytest.mark.parametrize("spec,match", [
+    ("prune:1", ">= 2 positive"), ("prune:0:2:4", "positive"), ("prune:frac:1.0:0:0", r"\[0, 1\)"),
+    ("prune:frac:-0.1:0:0", r"\[0, 1\)"), ("quant:bits:0:8:32", r"\[1, 32\]"), ("quant:bits:8:16:33", r"\[1, 32\]"),
+    ("quants:bits:1:8:32", r"\[2, 32\]"), ("quant:a:b:c", "numbers"), ("quant:1:2:4:noise=loud", "noise"),
+    ("prune:1:2:4:speed=3", "unknown option"), ("overselect:-0.2", "fraction"), ("overselect:x", "numbers"),
+    ("exclude-lo:3", "no arguments"), ("paper-table1", "preset"), ("squash:1:2:4", "unknown optimization"),
+    ("quant:1:2:4.5.6", "numbers"), ("channel:frac:0:1:1", r"\(0, 1\]"),
+])
+def test_bad_specs_name_the_problem(spec, match):
+    with pytest.raises(ValueError, match=match or "ratios"):
+        parse_optimization(spec)
+
+
+def test_tier_count_must_match_the_run():
+    opt = parse_optimization("prune:1:2")  # fine for a 2-tier run
+    opt.validate(("low", "high"))
+    with pytest.raises(ValueError, match="2 values.*3 tiers"):
+        opt.validate(("low", "mid", "high"))
+
+
+def test_setting_for_a_tier_that_has_none_is_an_error():
+    u = toy_updates(tiers=(0, 1, 2))
+    u.contexts[2] = ClientContext(2, 3, "tier3", 0, 0, 10, 7)
+    with pytest.raises(ValueError, match="one value per tier"):
+        Quant("quant:1:2:4", (8, 16, 32)).encode(u)
+
+
+# -- exact where it must be ------------------------------------------------------------------------
+def test_32_bits_and_zero_pruning_are_identity():
+    u = toy_updates()
+    for opt in (Quant("q", (32, 32, 32)), QuantS("qs", (32, 32, 32)), Prune("p", (0.0, 0.0, 0.0))):
+        out = opt.encode(u)
+        assert torch.equal(out.dense["w"], u.dense["w"])
+        assert torch.equal(out.tables["emb"].values, u.tables["emb"].values)
+        assert out.tables["emb"].background is None or float(out.tables["emb"].background.step.abs().sum()) == 0
+
+
+def test_high_tier_untouched_by_table1_configs():
+    u = toy_updates(tiers=(0, 2))
+    for spec in ("prune:1:4:16", "quant:1:4:16", "quants:1:4:16"):
+        out = parse_optimization(spec).encode(u)
+        assert torch.equal(out.dense["w"][1], u.dense["w"][1]), spec
+        t, o = u.tables["emb"], out.tables["emb"]
+        assert torch.equal(o.values[t.ptr[1]:], t.values[t.ptr[1]:]), spec
+        assert not torch.equal(out.dense["w"][0], u.dense["w"][0]), spec
+
+
+def test_quants_keeps_zeros_exactly():
+    u = toy_updates()
+    u.dense["w"][:, 0, :] = 0.0
+    u.tables["emb"].values[::3] = 0.0
+    out = QuantS("qs", (2, 2, 2)).encode(u)
+    assert (out.dense["w"][:, 0, :] == 0).all()
+    assert (out.tables["emb"].values[::3] == 0).all()
+    assert out.tables["emb"].background is None  # untouched rows stay exactly zero
+
+
+def test_quantised_values_lie_on_the_grid():
+    u = toy_updates(tiers=(0, 0, 0))
+    bits = 3
+    lo, hi = client_range(u)
+    out = Quant("q", (bits, bits, bits)).encode(u)
+    for c in range(3):
+        grid = lo[c] + (hi[c] - lo[c]) / (2**bits - 1) * torch.arange(2**bits)
+        vals = out.dense["w"][c].reshape(-1)
+        assert torch.isclose(vals[:, None], grid[None, :], atol=1e-6).any(1).all()
+    # QuantS: magnitudes on 2^(n-1) points of [0, max|x|]
+    out = QuantS("qs", (bits,) * 3).encode(u)
+    _, mx = client_range(u, magnitude=True)
+    grid = mx[0] / (2 ** (bits - 1) - 1) * torch.arange(2 ** (bits - 1))
+    assert torch.isclose(out.dense["w"][0].abs().reshape(-1)[:, None], grid[None, :], atol=1e-6).any(1).all()
+
+
+def test_range_includes_zero_of_untouched_rows():
+    u = toy_updates()
+    u.dense["w"] = u.dense["w"].abs() + 1.0  # all dense entries > 0
+    u.tables["emb"].values.abs_().add_(1.0)
+    lo, hi = client_range(u)
+    assert (lo == 0).all()  # the untouched table entries are zeros of the whole update
+
+
+# -- statistically right ---------------------------------------------------------------------------
+def test_stochastic_rounding_is_unbiased():
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([-0.9, -0.31, 0.0, 0.123, 0.5, 0.77])
+    lo, hi, levels = torch.tensor(-1.0), torch.tensor(1.0), torch.tensor(3.0)  # grid -1, -1/3, 1/3, 1
+    n = 40000
+    draws = stochastic_round(x.expand(n, -1), lo, hi, levels, torch.rand(n, x.numel(), generator=g))
+    mean, se = draws.mean(0), draws.std(0) / math.sqrt(n)
+    assert ((mean - x).abs() < 5 * se + 1e-6).all()
+    # each value goes to one of its two neighbouring grid points only
+    assert draws.unique().numel() <= 4
+
+
+def test_quant_is_unbiased_on_a_whole_update():
+    base = toy_updates(tiers=(0, 1, 0))
+    runs = []
+    for s in range(400):
+        u = toy_updates(tiers=(0, 1, 0))
+        u.contexts = [ClientContext(c.client_id, c.tier, c.tier_name, s, 0, 10, s * 10 + c.client_id) for c in u.contexts]
+        runs.append(Quant("q", (3, 4, 32)).encode(u).dense["w"])
+    est = torch.stack(runs).mean(0)
+    err = (est - base.dense["w"]).abs().max()
+    spread = torch.stack(runs).std(0).max()
+    assert err < 5 * spread / math.sqrt(400)
+
+
+@pytest.mark.parametrize("f", [0.5, 0.75, 0.9375])
+def test_prune_keeps_the_stated_fraction(f):
+    u = toy_updates(tiers=(0, 0, 0), n_rows=200)
+    u.dense["w"] = torch.ones(3, 60, 50)
+    out = Prune("p", (f, 0, 0)).encode(u)
+    kept = (out.dense["w"] != 0).sum().item()
+    n = u.dense["w"].numel()
+    lo_, hi_ = stats.binom.ppf([1e-6, 1 - 1e-6], n, 1 - f)
+    assert lo_ <= kept <= hi_
+    assert set(out.dense["w"].unique().tolist()) <= {0.0, 1.0}  # no rescaling by default
+    resc = Prune("p", (f, 0, 0), rescale=True).encode(u)
+    sd = math.sqrt((1 / (1 - f) ** 2 * (1 - f) - 1) / n)  # std of the mean of n rescaled Bernoullis
+    assert resc.dense["w"].mean().item() == pytest.approx(1.0, abs=5 * sd)  # unbiased with rescale
+
+
+def test_randomness_is_per_client_and_reproducible():
+    a = Quant("q", (3, 3, 3)).encode(toy_updates(seed=1))
+    b = Quant("q", (3, 3, 3)).encode(toy_updates(seed=1))
+    assert torch.equal(a.dense["w"], b.dense["w"])
+    # a client's draws do not depend on which other clients share its round
+    u = toy_updates(seed=1)
+    solo = Quant("q", (3, 3, 3)).encode(u.select(torch.tensor([False, True, False])))
+    assert torch.equal(solo.dense["w"][0], a.dense["w"][1])
+
+
+def dense_quantise_then_average(u: ClientUpdates, bits: int, rounds: int, seed: int) -> torch.Tensor:
+    """Reference: quantise every client's *full, dense* table update (zeros of untouched rows
+    included) with plain stochastic rounding, then FedAvg. Returns [rounds, n_rows, D]."""
+    g = torch.Generator().manual_seed(seed)
+    t = u.tables["emb"]
+    lo, hi = client_range(u)
+    out = []
+    for _ in range(rounds):
+        acc = torch.zeros(t.n_rows, t.values.shape[1])
+        for c in range(u.n_clients):
+            full = t.to_dense(c)
+            q = stochastic_round(full, lo[c], hi[c], torch.tensor(2.0**bits - 1), torch.rand(full.shape, generator=g))
+            acc += u.weights[c] * q
+        out.append(acc / u.weights.sum())
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("mode", ["exact", "gaussian"])
+def test_sparse_quant_matches_dense_reference_in_distribution(mode):
+    tiers = (0,) * 40
+    u = toy_updates(tiers=tiers, n_rows=30, dim=2, seed=3)
+    ref = dense_quantise_then_average(u, bits=2, rounds=300, seed=9)
+    ours = []
+    for r in range(300):
+        v = toy_updates(tiers=tiers, n_rows=30, dim=2, seed=3)
+        v.contexts = [ClientContext(c.client_id, c.tier, c.tier_name, r, 0, 10, 10_000 * r + c.client_id) for c in v.contexts]
+        enc = Quant("q", (2,), noise=mode).encode(v)
+        ours.append(fedavg(enc)["emb"])
+    ours = torch.stack(ours)
+    # per entry mean and variance agree (rows touched by some clients included)
+    m_ref, m_our = ref.mean(0), ours.mean(0)
+    s_ref = ref.std(0)
+    assert ((m_ref - m_our).abs() <= 5 * s_ref / math.sqrt(300) * math.sqrt(2) + 1e-6).all()
+    ratio = ours.var(0) / ref.var(0).clamp_min(1e-12)
+    assert ratio.median() == pytest.approx(1.0, abs=0.15)
+    # shape: KS on a row nobody touched
+    t = u.tables["emb"]
+    free = sorted(set(range(30)) - set(t.rows.tolist()))
+    if free:
+        p = stats.ks_2samp(ref[:, free[0], 0].numpy(), ours[:, free[0], 0].numpy()).pvalue
+        assert p > 1e-3
+
+
+def test_gaussian_background_moments_match_exact_sums():
+    u = toy_updates(tiers=(0,) * 12, n_rows=40, dim=3, seed=5)
+    enc = Quant("q", (2,)).encode(u)
+    t = enc.tables["emb"]
+    w = enc.weights
+    exact = torch.stack([background_sum(_reseed(t, r), w, "exact") for r in range(400)])
+    gauss = torch.stack([background_sum(_reseed(t, r), w, "gaussian") for r in range(400)])
+    assert torch.allclose(exact.mean(0), gauss.mean(0), atol=float(5 * exact.std(0).max() / 20))
+    assert (gauss.var(0) / exact.var(0).clamp_min(1e-12)).median() == pytest.approx(1.0, abs=0.2)
+
+
+def _reseed(t: TableRows, r: int) -> TableRows:
+    from dataclasses import replace
+
+    return replace(t, background=replace(t.background, seeds=[s + 7919 * r for s in t.background.seeds]))
+
+
+# -- bytes right -----------------------------------------------------------------------------------
+def test_upload_bits():
+    u = toy_updates(tiers=(0, 1, 2), n_rows=50, dim=4)
+    n = 3 * 5 + 50 * 4  # every entry of the whole update, untouched rows included
+    assert Quant("q", (8, 16, 32)).upload_bits(u).tolist() == [8 * n + 64, 16 * n + 64, 32 * n]
+    assert QuantS("q", (8, 16, 32)).upload_bits(u).tolist() == [8 * n + 32, 16 * n + 32, 32 * n]
+    assert Prune("p", (0.75, 0.5, 0.0)).upload_bits(u).tolist() == [0.25 * n * 32, 0.5 * n * 32, n * 32]
+    assert parse_optimization("none").upload_bits(u).tolist() == [32 * n] * 3
