@@ -106,9 +106,9 @@ def _bits_from_ratio(r: tuple[float, ...]) -> tuple[float, ...]:
 def _quant_factory(cls):
     def factory(args, spec):
         pos, opts = split_args(args, spec)
-        check_options(opts, {"noise": ("auto", "exact", "gaussian")}, spec)
+        check_options(opts, {"noise": ("auto", "exact", "gaussian"), "scope": ("update", "tensor")}, spec)
         bits = _per_tier(pos, spec, "bits", QUANT_USAGE, _bits_from_ratio)
-        return cls(spec, bits, noise=opts.get("noise", "auto"))
+        return cls(spec, bits, noise=opts.get("noise", "auto"), scope=opts.get("scope", "update"))
 
     return factory
 

@@ -29,6 +29,9 @@ tables with a normal draw of the same mean and variance (``noise=auto|exact|gaus
 **QuantS**: 1 sign bit and ``n - 1`` bits of magnitude: ``|x|`` is stochastically rounded onto
 ``2^(n-1)`` points spread uniformly over ``[0, max|x|]``, the sign kept. Zero is a grid point, so
 untouched rows stay exactly zero. Bits: ``n·N + 32``.
+
+``scope=tensor`` (both) takes the range per parameter tensor instead of over the whole update, as
+many practical implementations do (headers then cost 64 or 32 bits per tensor).
 """
 from __future__ import annotations
 
@@ -82,34 +85,36 @@ def client_uniforms(updates: ClientUpdates, purpose: str, skip: np.ndarray | Non
     return dense, tables
 
 
-def client_range(updates: ClientUpdates, magnitude: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per client ``(min, max)`` over its whole update, untouched (zero) table entries included;
-    with ``magnitude``, ``(0, max |x|)``."""
+def tensor_ranges(updates: ClientUpdates, magnitude: bool = False) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per tensor and client ``(min, max)`` of the update, untouched (zero) table entries
+    included; with ``magnitude``, of ``|x|``."""
     C = updates.n_clients
-    lo = torch.full((C,), math.inf)
-    hi = torch.full((C,), -math.inf)
-    for d in updates.dense.values():
+    out = {}
+    for k, d in updates.dense.items():
         flat = d.reshape(C, -1)
         if magnitude:
             flat = flat.abs()
-        if flat.shape[1]:
-            lo = torch.minimum(lo, flat.amin(1))
-            hi = torch.maximum(hi, flat.amax(1))
-    for t in updates.tables.values():
+        out[k] = (flat.amin(1), flat.amax(1)) if flat.shape[1] else (torch.zeros(C), torch.zeros(C))
+    for k, t in updates.tables.items():
         vals = t.values.abs() if magnitude else t.values
         client = t.client_of_row()
-        row_lo = vals.amin(1) if vals.numel() else vals.new_zeros(0)
-        row_hi = vals.amax(1) if vals.numel() else vals.new_zeros(0)
-        lo = lo.scatter_reduce(0, client, row_lo, "amin")
-        hi = hi.scatter_reduce(0, client, row_hi, "amax")
+        lo = torch.full((C,), math.inf).scatter_reduce(0, client, vals.amin(1) if vals.numel() else vals.new_zeros(0), "amin")
+        hi = torch.full((C,), -math.inf).scatter_reduce(0, client, vals.amax(1) if vals.numel() else vals.new_zeros(0), "amax")
         has_untouched = t.untouched() > 0
         lo = torch.where(has_untouched, torch.minimum(lo, torch.zeros(C)), lo)
         hi = torch.where(has_untouched, torch.maximum(hi, torch.zeros(C)), hi)
-    if magnitude:
-        lo = torch.zeros(C)
-    lo = torch.where(torch.isfinite(lo), lo, torch.zeros(C))
-    hi = torch.where(torch.isfinite(hi), hi, torch.zeros(C))
-    return lo, hi
+        out[k] = (torch.where(torch.isfinite(lo), lo, torch.zeros(C)), torch.where(torch.isfinite(hi), hi, torch.zeros(C)))
+    return out
+
+
+def client_range(updates: ClientUpdates, magnitude: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per client ``(min, max)`` over its whole update, untouched (zero) table entries included;
+    with ``magnitude``, ``(0, max |x|)``."""
+    ranges = tensor_ranges(updates, magnitude)
+    C = updates.n_clients
+    lo = torch.stack([r[0] for r in ranges.values()]).amin(0) if ranges else torch.zeros(C)
+    hi = torch.stack([r[1] for r in ranges.values()]).amax(0) if ranges else torch.zeros(C)
+    return (torch.zeros(C) if magnitude else lo), hi
 
 
 # -- spec helpers ----------------------------------------------------------------------------------
@@ -231,7 +236,7 @@ def _replace(updates: ClientUpdates, dense, tables) -> ClientUpdates:
 
 # -- Quant / QuantS --------------------------------------------------------------------------------
 QUANT_USAGE = ("use quant:1:2:4 | quant:1:2:8 | quant:1:4:16 (Table 1) or quant:bits:B_LOW:...:B_HIGH "
-               "(1-32 bits, 32 = unquantised), optionally :noise=auto|exact|gaussian")
+               "(1-32 bits, 32 = unquantised), optionally :noise=auto|exact|gaussian and :scope=update|tensor")
 
 
 class Quant(PerTier):
@@ -239,30 +244,39 @@ class Quant(PerTier):
     what = "bit width"
     signed = False  # QuantS: sign bit + magnitude
 
-    def __init__(self, spec: str, bits: tuple[int, ...], noise: str = "auto"):
+    def __init__(self, spec: str, bits: tuple[int, ...], noise: str = "auto", scope: str = "update"):
         low = 2 if self.signed else 1
         for b in bits:
             if b != int(b) or not low <= b <= 32:
                 raise ValueError(f"optimization {spec!r}: bit widths must be integers in [{low}, 32], got {b:g}; {QUANT_USAGE}")
         super().__init__(spec, tuple(int(b) for b in bits))
         self.noise = noise
+        self.scope = scope  # "update": one range for the whole update (RF² §4.3); "tensor": one per tensor
 
     def encode(self, updates: ClientUpdates) -> ClientUpdates:
         bits = torch.tensor(self.setting(updates.contexts), dtype=torch.float64)
         active = bits < 32
         if not active.any():
             return updates
-        lo, hi = client_range(updates, magnitude=self.signed)
+        if self.scope == "tensor":
+            ranges = tensor_ranges(updates, magnitude=self.signed)
+            if self.signed:
+                ranges = {k: (torch.zeros_like(lo), hi) for k, (lo, hi) in ranges.items()}
+        else:
+            whole = client_range(updates, magnitude=self.signed)
+            ranges = {k: whole for k in [*updates.dense, *updates.tables]}
         mag_bits = bits - 1 if self.signed else bits
         levels = (2.0**mag_bits - 1).to(torch.float32)
         u_dense, u_tab = client_uniforms(updates, "quant", skip=(~active).numpy())
         dense = {}
         for k, d in updates.dense.items():
+            lo, hi = ranges[k]
             shape = (-1,) + (1,) * (d.dim() - 1)
             q = self._round(d, lo.view(shape), hi.view(shape), levels.view(shape), u_dense[k])
             dense[k] = torch.where(active.view(shape), q, d)
         tables = {}
         for k, t in updates.tables.items():
+            lo, hi = ranges[k]
             c = t.client_of_row()
             q = self._round(t.values, lo[c][:, None], hi[c][:, None], levels[c][:, None], u_tab[k])
             values = torch.where(active[c][:, None], q, t.values)
@@ -289,6 +303,8 @@ class Quant(PerTier):
     def upload_bits(self, updates: ClientUpdates) -> torch.Tensor:
         bits = torch.tensor(self.setting(updates.contexts), dtype=torch.float64)
         header = 32.0 if self.signed else 64.0  # max |x|, or min and max, as float32
+        if self.scope == "tensor":
+            header *= len(updates.dense) + len(updates.tables)
         return dense_entry_count(updates) * bits + torch.where(bits < 32, header, 0.0)
 
 

@@ -1,6 +1,8 @@
 """The ``rf2`` command line.
 
 ``rf2 run``        train one configuration, print the per-tier table
+``rf2 sweep``      mappings x optimisations x seeds into a results directory (resumable)
+``rf2 plot``       the paper's figures (MDAC, per-tier change, tier items) from a results directory
 ``rf2 tiers``      tier heterogeneity report (and Figure-4-style plot) for one or more mappings
 ``rf2 download``   fetch a dataset from its official source into the cache (sha256-checked)
 ``rf2 list``       datasets, models, tier mappings, optimisations
@@ -36,15 +38,31 @@ def _parse_pairs(pairs: list[str], flag: str) -> dict:
     return out
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="TOML file with run settings (top level or a [run] table)")
-    g = p.add_argument_group("run settings (override the config file)")
+def add_setting_flags(g, skip: tuple[str, ...] = ()) -> None:
+    """One flag per RunConfig field (``--clients-per-round``; dict fields take KEY=VALUE pairs)."""
     for name, typ, default, help_ in config_fields():
+        if name in skip:
+            continue
         flag = "--" + name.replace("_", "-")
         if typ is dict:
-            g.add_argument(flag, nargs="+", metavar="KEY=VALUE", default=None, help=f"{help_}")
+            g.add_argument(flag, nargs="+", metavar="KEY=VALUE", default=None, help=help_)
         else:
             g.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper(), help=f"{help_} (default: {default})")
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML file with run settings (top level or a [run] table)")
+    add_setting_flags(p.add_argument_group("run settings (override the config file)"))
+
+
+def settings_from_args(args: argparse.Namespace, base: dict) -> dict:
+    base = dict(base)
+    for name, typ, _, _ in config_fields():
+        v = getattr(args, name, None)
+        if v is None:
+            continue
+        base[name] = _parse_pairs(v, "--" + name.replace("_", "-")) if typ is dict else v
+    return base
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -52,12 +70,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if getattr(args, "config", None):
         data = load_toml(args.config)
         base = dict(data["run"]) if isinstance(data.get("run"), dict) else {k: v for k, v in data.items() if not isinstance(v, dict) or k.endswith("_options")}
-    for name, typ, _, _ in config_fields():
-        v = getattr(args, name, None)
-        if v is None:
-            continue
-        base[name] = _parse_pairs(v, "--" + name.replace("_", "-")) if typ is dict else v
-    return RunConfig.from_dict(base)
+    return RunConfig.from_dict(settings_from_args(args, base))
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -80,6 +93,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         res.rows().to_csv(out, index=False)
         print(f"results written to {out}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rf2.results import mdac_pivot
+    from rf2.sweep import Sweep, SweepSpec
+
+    spec = SweepSpec.from_toml(args.config) if args.config else SweepSpec()
+    axes = {k: tuple(v) for k, v in (("mappings", args.mappings), ("optimizations", args.optimizations),
+                                     ("seeds", args.seeds)) if v}
+    spec = SweepSpec(base=settings_from_args(args, spec.base),
+                     **{"mappings": spec.mappings, "optimizations": spec.optimizations, "seeds": spec.seeds, **axes})
+    sweep = Sweep(spec, args.out, progress=not args.quiet)
+    configs = spec.configs()
+    print(f"sweep: {len(spec.mappings)} mappings x {len(spec.optimization_list)} optimisations (incl. none) x "
+          f"{len(spec.seeds)} seeds = {len(configs)} runs; {len(configs) - len(sweep.pending())} already finished in {args.out}")
+    summary = sweep.run()
+    print(f"finished {summary.finished} runs in {summary.seconds:.0f}s ({summary.skipped} skipped as done); results in {summary.out}")
+    if summary.failed:
+        print(f"{len(summary.failed)} run(s) failed (recorded in runs/*.failed.json; re-run the sweep to retry):")
+        for rid, reason in summary.failed:
+            print(f"  {rid}: {reason}")
+    mdac_path = Path(args.out) / "mdac.csv"
+    if mdac_path.exists():
+        import pandas as pd
+
+        table = mdac_pivot(pd.read_csv(mdac_path), list(spec.mappings), spec.optimization_list)
+        if not table.empty:
+            print("\nMDAC (%) by optimisation and tier mapping:")
+            print(table.to_string(float_format=lambda x: f"{x:.2f}"))
+    if args.plot:
+        from rf2.plots import plot_results
+
+        for f in plot_results(args.out):
+            print(f"plot written to {f}")
+    return 1 if summary.failed else 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rf2.plots import plot_results
+    from rf2.results import load_failures
+
+    for f in plot_results(args.results, args.out, args.metric):
+        print(f"plot written to {f}")
+    failures = load_failures(args.results)
+    if len(failures):
+        print(f"{len(failures)} failed run(s) are shown as missing (x):")
+        print(failures.to_string(index=False))
     return 0
 
 
@@ -159,6 +220,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_run)
 
+    s = sub.add_parser("sweep", help="tier mappings x optimisations x seeds, resumable")
+    s.add_argument("--config", metavar="FILE", help="sweep file: [sweep] mappings/optimizations/seeds and [run] settings")
+    s.add_argument("--out", required=True, metavar="DIR", help="results directory (re-running skips finished runs)")
+    s.add_argument("--mappings", nargs="+", help="override the sweep's tier mappings")
+    s.add_argument("--optimizations", nargs="+", help="override the sweep's optimisations (presets: paper-table1)")
+    s.add_argument("--seeds", nargs="+", type=int, help="override the sweep's seeds")
+    s.add_argument("--plot", action="store_true", help="draw the figures when done (as `rf2 plot DIR`)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_setting_flags(s.add_argument_group("base run settings (override the sweep file's [run])"),
+                      skip=("mapping", "optimization", "seed"))
+    s.set_defaults(func=cmd_sweep)
+
+    pl = sub.add_parser("plot", help="figures from a results directory")
+    pl.add_argument("results", help="results directory written by `rf2 sweep`")
+    pl.add_argument("--out", help="where to write the PNGs (default: RESULTS/plots)")
+    pl.add_argument("--metric", default="auc")
+    pl.set_defaults(func=cmd_plot)
+
     t = sub.add_parser("tiers", help="how heterogeneous are the tiers of a mapping")
     t.add_argument("--dataset", default="ml-100k")
     t.add_argument("--dataset-options", nargs="+", metavar="KEY=VALUE")
@@ -188,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rf2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted (finished runs of a sweep are kept; run it again to continue)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

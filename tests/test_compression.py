@@ -259,3 +259,19 @@ def test_upload_bits():
     assert QuantS("q", (8, 16, 32)).upload_bits(u).tolist() == [8 * n + 32, 16 * n + 32, 32 * n]
     assert Prune("p", (0.75, 0.5, 0.0)).upload_bits(u).tolist() == [0.25 * n * 32, 0.5 * n * 32, n * 32]
     assert parse_optimization("none").upload_bits(u).tolist() == [32 * n] * 3
+
+
+def test_tensor_scope_uses_each_tensors_own_range():
+    u = toy_updates(tiers=(0, 0, 0))
+    u.dense["w"] = u.dense["w"] * 100  # a dense tensor with a much wider range than the table
+    whole = Quant("q", (4,) * 3).encode(u)
+    per = Quant("q", (4,) * 3, scope="tensor").encode(u)
+    t = u.tables["emb"]
+    err_whole = (whole.tables["emb"].values - t.values).abs().mean()
+    err_per = (per.tables["emb"].values - t.values).abs().mean()
+    assert err_per < err_whole / 5  # the table is quantised on its own, finer grid
+    assert per.tables["emb"].background.step.max() < whole.tables["emb"].background.step.min()
+    assert parse_optimization("quant:1:2:4:scope=tensor").scope == "tensor"
+    n_tensors = 2
+    n = 3 * 5 + 50 * 4
+    assert Quant("q", (8, 8, 8), scope="tensor").upload_bits(u).tolist() == [8 * n + 64 * n_tensors] * 3
