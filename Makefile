@@ -19,8 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/rf2 tiers --plot results/demo/tiers.png
-	$(BIN)/rf2 run --mapping dirichlet:0.05 --out results/demo/run.csv
+	$(BIN)/rf2 sweep --config benchmarks/demo.toml --out results/demo --plot
 
 test: setup
 	$(BIN)/python -m pytest -q
