@@ -108,6 +108,16 @@ class Optimization:
     def decode(self, updates: ClientUpdates) -> ClientUpdates:
         return updates
 
+    # -- engine shortcut --------------------------------------------------------------------------
+    def is_linear(self) -> bool:
+        """Whether the round's aggregate is FedAvg of the raw client updates (``encode``, ``decode``
+        and ``aggregate`` are the base ones). With one local step the batched engine then computes
+        the aggregate directly, as one gradient pass per sub-model over the pooled samples, which
+        equals the per-client computation exactly (``tests/test_engine_equivalence.py``)."""
+        cls = type(self)
+        return (cls.encode is Optimization.encode and cls.decode is Optimization.decode
+                and cls.aggregate is Optimization.aggregate)
+
     # -- server ----------------------------------------------------------------------------------
     def aggregate(self, updates: ClientUpdates) -> GlobalUpdate:
         return fedavg(updates)
@@ -122,13 +132,4 @@ class Optimization:
 def dense_entry_count(updates: ClientUpdates) -> torch.Tensor:
     """``[C]`` number of entries in each client's full update (all tables, all rows), counting only
     entries the client holds."""
-    C = updates.n_clients
-    n = torch.zeros(C, dtype=torch.float64)
-    for k, d in updates.dense.items():
-        if updates.masks is not None and k in updates.masks:
-            n += updates.masks[k].reshape(C, -1).sum(1).to(torch.float64)
-        else:
-            n += d[0].numel()
-    for t in updates.tables.values():
-        n += t.n_rows * t.values.shape[1]
-    return n
+    return updates.entry_counts()

@@ -37,7 +37,7 @@ def plot_mdac(mdac: pd.DataFrame, path: str | Path | None = None, mappings=None,
     opts = _order(mdac["optimization"], optimizations or [])
     g = mdac.groupby(["optimization", "mapping"])["mdac"]
     mean, std, count = g.mean() * 100, g.std() * 100, g.count()
-    fig, ax = plt.subplots(figsize=(max(8, 0.75 * len(opts) * max(1, len(mappings) / 3)), 4))
+    fig, ax = plt.subplots(figsize=(min(15, max(8, 0.3 * len(opts) * len(mappings))), 4.5))
     width = 0.8 / max(len(mappings), 1)
     x = np.arange(len(opts))
     for j, m in enumerate(mappings):
@@ -62,7 +62,7 @@ def plot_tier_change(mdac: pd.DataFrame, path: str | Path | None = None, mapping
     mappings = _order(mdac["mapping"], mappings or [])
     opts = _order(mdac["optimization"], optimizations or [])
     tiers = [c[3:] for c in mdac.columns if c.startswith("rc_")]
-    fig, axes = plt.subplots(len(mappings), 1, figsize=(max(8, 0.7 * len(opts)), 2.6 * len(mappings)), squeeze=False)
+    fig, axes = plt.subplots(len(mappings), 1, figsize=(min(14, max(8, 0.7 * len(opts))), 2.6 * len(mappings)), squeeze=False)
     for ax, m in zip(axes[:, 0], mappings):
         sub = mdac[mdac["mapping"] == m].groupby("optimization")[[f"rc_{t}" for t in tiers]].mean() * 100
         sub = sub.reindex(opts)

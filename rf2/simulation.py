@@ -131,7 +131,8 @@ class Simulation:
         clients = np.array([c.client_id for c in contexts], dtype=np.int64)
         batch = RoundBatch.gather(ds, self.encoder, clients)
         masks = opt.client_masks(contexts, self.model)
-        updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_steps, cfg.client_lr, masks)
+        updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_steps, cfg.client_lr,
+                                             masks, summed=opt.is_linear())
         updates = opt.encode(updates)
         bits = opt.upload_bits(updates).numpy()
         updates = opt.decode(updates)

@@ -81,3 +81,33 @@ def test_buckets_cover_every_client_once_and_bound_padding():
     for b in buckets:
         c = counts[b]
         assert len(b) == 1 or len(b) * c.max() <= 1.2 * c.sum() + 1e-9
+
+
+@pytest.mark.parametrize("with_masks", [False, True])
+def test_summed_shortcut_equals_fedavg_of_reference(synth, with_masks):
+    """The batched engine's direct aggregate (linear optimisations, one step) == FedAvg of the loop."""
+    from rf2.aggregation import RowUpdate, fedavg
+
+    batch = round_of(synth, 12, seed=5)
+    model = build_model("dlrm", synth.schema, seed=2)
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    masks = None
+    if with_masks:  # three sub-model groups, as Channel makes
+        from optimizations import Channel, ClientContext
+
+        ctxs = [ClientContext(int(c), i % 3, ("low", "mid", "high")[i % 3], 0, 0, 1, i) for i, c in enumerate(batch.clients)]
+        masks = Channel("c", (0.25, 0.5, 1.0)).client_masks(ctxs, model)
+    ref = fedavg(ReferenceEngine().client_updates(model, params, batch, [None] * 12, 1, 0.7, masks))
+    fast_u = BatchedEngine().client_updates(model, params, batch, [None] * 12, 1, 0.7, masks, summed=True)
+    assert fast_u.summed is not None and not fast_u.dense
+    fast = fedavg(fast_u)
+    assert set(ref) == set(fast)
+    for k in ref:
+        if isinstance(ref[k], RowUpdate):
+            assert torch.equal(ref[k].rows, fast[k].rows), k
+            assert torch.allclose(ref[k].values, fast[k].values, atol=1e-7), k
+        else:
+            assert torch.allclose(ref[k], fast[k], atol=1e-7), k
+    per_client = BatchedEngine().client_updates(model, params, batch, [None] * 12, 1, 0.7, masks)
+    assert torch.allclose(fast_u.loss, per_client.loss, atol=1e-6)
+    assert torch.equal(fast_u.entry_counts(), per_client.entry_counts())

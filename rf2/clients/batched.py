@@ -90,7 +90,12 @@ class BatchedEngine:
         local_steps: int,
         lr: float,
         masks: dict[str, torch.Tensor] | None = None,
+        summed: bool = False,
     ) -> ClientUpdates:
+        """Per-client updates; with ``summed`` (the optimisation is linear, see
+        ``Optimization.is_linear``) and one local step, only their FedAvg aggregate."""
+        if summed and local_steps == 1:
+            return self.summed_update(model, params, batch, contexts, lr, masks)
         was_training = model.training
         model.eval()
         C = batch.n_clients
@@ -159,6 +164,62 @@ class BatchedEngine:
                     for k, lt in local.items()},
             masks=masks,
             loss=losses,
+        )
+
+    def summed_update(self, model, params, batch: RoundBatch, contexts, lr: float, masks=None) -> ClientUpdates:
+        """FedAvg of one-step client updates, computed directly.
+
+        With one local step ``Δ_c = -lr ∇ mean_{s∈c} ℓ_s``, so ``Σ_c n_c Δ_c = -lr ∇ Σ_s ℓ_s``: the
+        weighted sum of the clients' updates is one gradient of the summed loss over their pooled
+        samples. Clients that train the same sub-model (same masks) form one group; an entry's
+        average divides by the sample count of the groups that hold it; table rows divide by all
+        clients' samples (:func:`rf2.aggregation.fedavg`).
+        """
+        from rf2.aggregation import RowUpdate
+
+        was_training = model.training
+        model.eval()
+        C = batch.n_clients
+        counts = batch.counts()
+        seg = batch.segment()
+        table_cols = table_index_columns(model)
+        if masks is None:
+            group_of = torch.zeros(C, dtype=torch.long)
+        else:
+            flat = torch.cat([m.reshape(C, -1) for m in masks.values()], dim=1).to(torch.uint8)
+            _, group_of = torch.unique(flat, dim=0, return_inverse=True)
+        num = {k: torch.zeros_like(v) for k, v in params.items()}
+        den = {k: torch.zeros_like(v) for k, v in params.items() if k not in table_cols}
+        losses = torch.zeros(C)
+        for g in torch.unique(group_of).tolist():
+            members = torch.nonzero(group_of == g).flatten()
+            sel = (group_of[seg] == g)
+            Xg, yg, sg = batch.X[sel], batch.y[sel], seg[sel]
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            m = {} if masks is None else {k: masks[k][members[0]] for k in masks}
+            eff = {k: v * m[k] if k in m else v for k, v in leaves.items()}
+            per_sample = F.binary_cross_entropy_with_logits(functional_call(model, eff, (Xg,)), yg, reduction="none")
+            grads = torch.autograd.grad(per_sample.sum(), list(leaves.values()))
+            losses.index_add_(0, sg, per_sample.detach())
+            n_g = counts[members].sum().to(torch.float32)
+            for (k, _), gk in zip(leaves.items(), grads):
+                num[k].add_(gk, alpha=-lr)
+                if k in den:
+                    den[k].add_(n_g * m[k] if k in m else n_g)
+        if was_training:
+            model.train()
+        total = counts.sum().to(torch.float32)
+        out = {}
+        for k in params:
+            if k in table_cols:
+                idx = [batch.X[:, a:b].reshape(-1) for a, b in table_cols[k]] + [torch.zeros(1)]  # row 0 as the others
+                rows = torch.unique(torch.cat(idx).long())
+                out[k] = RowUpdate(rows, num[k][rows] / total)
+            else:
+                out[k] = torch.where(den[k] > 0, num[k] / den[k].clamp_min(1e-30), torch.zeros_like(num[k]))
+        return ClientUpdates(
+            contexts=list(contexts), weights=counts.to(torch.float32), dense={}, tables={}, masks=masks,
+            loss=losses / counts.to(torch.float32), shapes={k: tuple(v.shape) for k, v in params.items()}, summed=out,
         )
 
     @staticmethod

@@ -51,6 +51,7 @@ class ReferenceEngine:
         local_steps: int,
         lr: float,
         masks: dict[str, torch.Tensor] | None = None,
+        summed: bool = False,  # ignored: the reference always computes every client's update
     ) -> ClientUpdates:
         was_training = model.training
         model.eval()  # no dropout; batch norm (deepctr's Dice) uses fixed statistics

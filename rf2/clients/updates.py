@@ -85,10 +85,29 @@ class ClientUpdates:
     masks: dict[str, torch.Tensor] | None = None
     loss: torch.Tensor | None = None  # [C] each client's training loss before its first step
     extra: dict = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every parameter's shape
+    summed: dict | None = None  # the FedAvg aggregate, when computed directly (dense/tables then empty)
+
+    def __post_init__(self) -> None:
+        if not self.shapes:
+            self.shapes = {k: tuple(v.shape[1:]) for k, v in self.dense.items()}
+            self.shapes.update({k: (t.n_rows, t.values.shape[1]) for k, t in self.tables.items()})
 
     @property
     def n_clients(self) -> int:
         return int(self.weights.numel())
+
+    def entry_counts(self) -> torch.Tensor:
+        """``[C]`` entries of each client's full update (every parameter, every table row), counting
+        only the entries the client holds (``masks``)."""
+        C = self.n_clients
+        n = torch.zeros(C, dtype=torch.float64)
+        for k, shape in self.shapes.items():
+            if self.masks is not None and k in self.masks:
+                n += self.masks[k].reshape(C, -1).sum(1).to(torch.float64)
+            else:
+                n += float(torch.Size(shape).numel())
+        return n
 
     def client_dense(self, client: int) -> dict[str, torch.Tensor]:
         """One client's full update (tables densified): for tests and small-scale inspection."""
@@ -98,6 +117,8 @@ class ClientUpdates:
 
     def select(self, keep: torch.Tensor) -> "ClientUpdates":
         """The updates of the clients where ``keep`` (bool ``[C]``) is true."""
+        if self.summed is not None:
+            raise ValueError("these updates were summed by the engine; per-client updates are not available")
         keep = keep.to(torch.bool)
         idx = torch.nonzero(keep).flatten()
         tables = {}
@@ -117,4 +138,5 @@ class ClientUpdates:
             masks=None if self.masks is None else {k: v[idx] for k, v in self.masks.items()},
             loss=None if self.loss is None else self.loss[idx],
             extra=dict(self.extra),
+            shapes=dict(self.shapes),
         )
