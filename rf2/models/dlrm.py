@@ -4,12 +4,13 @@
   their non-padding entries);
 * dense features go through a bottom MLP with one layer of 16 units (= the embedding dimension,
   so its output joins the interaction as one more vector);
-* interaction: the pairwise dot products of all these vectors (deepctr-torch's
-  ``InnerProductLayer``), concatenated with the bottom MLP's output;
+* interaction: the pairwise dot products of all these vectors (``i < j``; one batched matrix
+  product, as in the DLRM reference implementation), concatenated with the bottom MLP's output;
 * a top MLP with one hidden layer of 256 units and a linear output unit (the click logit).
 
-Built from deepctr-torch's feature columns (``create_embedding_matrix``) and layers (``DNN``,
-``InnerProductLayer``); RF² builds its models on deepctr-torch too (§4.1).
+Built from deepctr-torch's feature columns (``create_embedding_matrix``) and layers (``DNN``); RF²
+builds its models on deepctr-torch too (§4.1). deepctr-torch's ``InnerProductLayer`` computes the
+same dot products pair by pair; ``tests/test_models.py`` checks the two agree.
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class DLRM(RecModel):
             n_vectors += 1
         if n_vectors < 2:
             raise ValueError("dlrm: needs at least two embedded features (or one plus dense features) to interact")
-        self.interaction = dc_layers.InnerProductLayer(reduce_sum=True)
+        rows, cols = torch.triu_indices(n_vectors, n_vectors, offset=1)
+        self.register_buffer("pair_index", rows * n_vectors + cols, persistent=False)
         top_in = n_vectors * (n_vectors - 1) // 2 + (embedding_dim if n_dense else 0)
         self.top = dc_layers.DNN(top_in, tuple(top_hidden), activation="relu", init_std=mlp_init_std or 0.0)
         self.out = nn.Linear(top_hidden[-1], 1)
@@ -69,7 +71,8 @@ class DLRM(RecModel):
             z = self.bottom(dense)
             vectors.append(z.unsqueeze(1))
             parts.append(z)
-        dots = self.interaction(vectors).squeeze(-1)  # [B, n(n-1)/2]
+        V = torch.cat(vectors, dim=1)  # [B, n, D]
+        dots = torch.bmm(V, V.transpose(1, 2)).flatten(1)[:, self.pair_index]  # [B, n(n-1)/2], pairs i < j
         parts.append(dots)
         h = self.top(torch.cat(parts, dim=1) if len(parts) > 1 else dots)
         return self.out(h).squeeze(-1)
