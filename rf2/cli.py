@@ -96,6 +96,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from rf2.store import upgrade_results
+
+    kept = upgrade_results(args.results)
+    print(f"{args.results}: {kept} finished run(s) in the current results format")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rf2.results import mdac_pivot
     from rf2.sweep import Sweep, SweepSpec
@@ -105,12 +113,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                      ("seeds", args.seeds)) if v}
     spec = SweepSpec(base=settings_from_args(args, spec.base),
                      **{"mappings": spec.mappings, "optimizations": spec.optimizations, "seeds": spec.seeds, **axes})
-    sweep = Sweep(spec, args.out, progress=not args.quiet)
+    sweep = Sweep(spec, args.out, progress=not args.quiet, executor=args.executor, workers=args.workers,
+                  threads=args.threads, address=args.address)
     configs = spec.configs()
     print(f"sweep: {len(spec.mappings)} mappings x {len(spec.optimization_list)} optimisations (incl. none) x "
           f"{len(spec.seeds)} seeds = {len(configs)} runs; {len(configs) - len(sweep.pending())} already finished in {args.out}")
     summary = sweep.run()
-    print(f"finished {summary.finished} runs in {summary.seconds:.0f}s ({summary.skipped} skipped as done); results in {summary.out}")
+    print(f"finished {summary.finished} runs in {summary.seconds:.0f}s with the {summary.executor} executor "
+          f"({summary.skipped} skipped as done); results in {summary.out}")
     if summary.failed:
         print(f"{len(summary.failed)} run(s) failed (recorded in runs/*.failed.json; re-run the sweep to retry):")
         for rid, reason in summary.failed:
@@ -227,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--optimizations", nargs="+", help="override the sweep's optimisations (presets: paper-table1)")
     s.add_argument("--seeds", nargs="+", type=int, help="override the sweep's seeds")
     s.add_argument("--plot", action="store_true", help="draw the figures when done (as `rf2 plot DIR`)")
+    s.add_argument("--executor", choices=("local", "inprocess", "ray"), default="local",
+                   help="where runs execute: local worker processes (default), this process, or Ray")
+    s.add_argument("--workers", type=int, help="parallel runs (default: one per core; ray: CPUs of a local instance)")
+    s.add_argument("--threads", type=int, help="torch threads per run (default: cores // workers)")
+    s.add_argument("--address", help="ray: cluster address (e.g. auto, ray://head:10001); none starts a local instance")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     add_setting_flags(s.add_argument_group("base run settings (override the sweep file's [run])"),
                       skip=("mapping", "optimization", "seed"))
@@ -252,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("dataset")
     d.add_argument("--url", help="a mirror of the official archive (same checksums)")
     d.set_defaults(func=cmd_download)
+
+    up = sub.add_parser("upgrade-results", help="upgrade a results directory written by an older rf2")
+    up.add_argument("results")
+    up.set_defaults(func=cmd_upgrade)
 
     ls = sub.add_parser("list", help="what can be named in a config")
     ls.set_defaults(func=cmd_list)

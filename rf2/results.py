@@ -21,14 +21,19 @@ def config_columns() -> list[str]:
 
 
 def load_results(path: str | Path) -> pd.DataFrame:
-    """All finished runs of a results directory (or one CSV) as one tidy frame."""
+    """All finished runs of a results directory (or one CSV) as one tidy frame.
+
+    Only runs committed by :class:`rf2.store.ResultsStore` count (their record vouches for the
+    CSV's bytes); a directory from an older rf2 raises :class:`rf2.store.ResultsFormatError`."""
+    from rf2.store import ResultsStore, check_format
+
     path = Path(path)
     if path.is_file():
         return pd.read_csv(path)
-    runs = path / "runs"
-    if not runs.is_dir():
+    if not (path / "runs").is_dir():
         raise FileNotFoundError(f"{path} is not a results directory (no runs/ folder); run `rf2 sweep` first")
-    files = sorted(runs.glob("*.csv"))
+    check_format(path)
+    files = sorted(ResultsStore(path).finished().values())
     if not files:
         return pd.DataFrame(columns=[*RESULT_COLUMNS, *config_columns(), "run_id"])
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)

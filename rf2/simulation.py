@@ -220,6 +220,8 @@ class Simulation:
         ds = self.dataset
         idx = ds.test_index
         logits = self.predict(idx)
+        if not np.isfinite(logits).all():
+            raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} test predictions are not finite")
         users = ds.user[idx]
         return tier_metrics(ds.label[idx], logits, self.tiers.tier[users], users, self.tiers.names)
 

@@ -12,32 +12,20 @@ one ``none`` baseline, shared by all its optimisations for MDAC (RF² Eq. 2). Th
     dataset = "ml-100k"
     clients_per_round = 16
 
-Results directory::
-
-    sweep.toml            the sweep as run (provenance)
-    runs/<id>.csv         tidy rows of one finished run (tier, metric, value, ... + every config field)
-    runs/<id>.json        its config, timings and round log summary
-    runs/<id>.failed.json a run that raised (divergence, bad input): the reason; retried next time
-    tiers/<mapping>__seed<k>.csv   each tier's share of the top items (for Figure 4)
-    tiers/summary.csv     heterogeneity numbers per mapping and seed
-    results.csv, mdac.csv combined tables, rewritten at the end of every sweep
-
-Each run's files are written to a temporary name and renamed into place, so a killed sweep never
-leaves a half-written run behind; ``rf2 sweep`` again skips every run whose ``runs/<id>.csv``
-exists and runs only what is missing.
+Results go to a directory managed by :class:`rf2.store.ResultsStore` (one tidy CSV per run, committed
+atomically, one writer at a time, format-versioned; see :mod:`rf2.store` for the layout).
+Runs execute through :mod:`rf2.executors` (``local`` processes by default, ``inprocess``, ``ray``);
+only the driver writes. ``rf2 sweep`` again runs only what is missing, whatever killed the last one.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from optimizations import expand_optimizations
@@ -45,6 +33,7 @@ from tier_mapping import PAPER_MAPPINGS, map_tiers, parse_mapping
 from tier_mapping.report import report_for
 
 from rf2.config import RunConfig, load_toml
+from rf2.store import ResultsStore, atomic_write  # noqa: F401  (atomic_write: public here since v0.1)
 
 AXES = ("mapping", "optimization", "seed")
 
@@ -118,15 +107,6 @@ def run_id(cfg: RunConfig) -> str:
     return f"{slug}__{digest}"
 
 
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass
 class SweepSummary:
     total: int
@@ -135,87 +115,90 @@ class SweepSummary:
     failed: list[tuple[str, str]]
     seconds: float
     out: Path
+    executor: str = "inprocess"
 
 
 class Sweep:
-    def __init__(self, spec: SweepSpec, out: str | Path, progress: bool = True):
+    """Runs a :class:`SweepSpec` into a results directory through an executor
+    (:mod:`rf2.executors`: ``inprocess``, ``local`` processes, or ``ray``).
+
+    Only this (driver) process writes the directory, holding an exclusive lock on it for the
+    whole sweep (:class:`rf2.store.ResultsStore`); every finished run is committed atomically
+    the moment it arrives, so killing the sweep at any point loses no finished run.
+    """
+
+    def __init__(self, spec: SweepSpec, out: str | Path, progress: bool = True, executor: str = "local",
+                 workers: int | None = None, threads: int | None = None, address: str | None = None):
+        from rf2.executors import EXECUTORS
+
+        if executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {executor!r}; choose one of {list(EXECUTORS)}")
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.spec = spec
         self.out = Path(out)
+        self.store = ResultsStore(self.out)
         self.progress = progress
-        self._datasets: dict = {}
-        self._tiers: dict = {}
+        self.executor_name, self.workers, self.threads, self.address = executor, workers, threads, address
+        self.executor_start_seconds = 0.0
 
     def pending(self) -> list[RunConfig]:
-        return [c for c in self.spec.configs() if not (self.out / "runs" / f"{run_id(c)}.csv").exists()]
+        done = self.store.finished_ids()
+        return [c for c in self.spec.configs() if run_id(c) not in done]
 
-    def _dataset(self, cfg: RunConfig):
+    def _write_tier_reports(self, configs: list[RunConfig]) -> None:
+        """Each (dataset, mapping, seed)'s heterogeneity report (Figure 4), computed here."""
         from rf2.data import load_dataset
 
-        key = (cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True))
-        if key not in self._datasets:
-            self._datasets[key] = load_dataset(cfg.dataset, **cfg.dataset_options)
-        return self._datasets[key]
-
-    def _tier_assignment(self, cfg: RunConfig, ds):
-        key = (cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True), cfg.mapping, cfg.n_tiers, cfg.seed)
-        if key not in self._tiers:
+        datasets: dict = {}
+        seen = set()
+        for cfg in configs:
+            key = (cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True), cfg.mapping, cfg.n_tiers, cfg.seed)
+            if key in seen:
+                continue
+            seen.add(key)
+            if key[:2] not in datasets:
+                datasets[key[:2]] = load_dataset(cfg.dataset, **cfg.dataset_options)
+            ds = datasets[key[:2]]
             tiers = map_tiers(ds, cfg.mapping, cfg.n_tiers, seed=cfg.seed)
-            self._tiers[key] = tiers
-            self._write_tier_report(cfg, ds, tiers)
-        return self._tiers[key]
-
-    def _write_tier_report(self, cfg: RunConfig, ds, tiers) -> None:
-        rep = report_for(ds, tiers)
-        d = self.out / "tiers"
-        d.mkdir(parents=True, exist_ok=True)
-        slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{cfg.mapping}__seed{cfg.seed}")
-        top = rep.top_items.assign(mapping=cfg.mapping, seed=cfg.seed, dataset=cfg.dataset)
-        atomic_write(d / f"{slug}.csv", top.to_csv(index=False))
-        summary_path = d / "summary.csv"
-        row = pd.DataFrame([{**rep.summary(), "seed": cfg.seed, "dataset": cfg.dataset}])
-        if summary_path.exists():
-            old = pd.read_csv(summary_path)
-            old = old[~((old["mapping"] == cfg.mapping) & (old["seed"] == cfg.seed) & (old["dataset"] == cfg.dataset))]
-            row = pd.concat([old, row], ignore_index=True)
-        atomic_write(summary_path, row.to_csv(index=False))
+            self.store.write_tier_report(cfg, report_for(ds, tiers))
 
     def run(self) -> SweepSummary:
-        from rf2.simulation import Simulation
+        from rf2.executors import make_executor
 
         t0 = time.perf_counter()
-        (self.out / "runs").mkdir(parents=True, exist_ok=True)
-        atomic_write(self.out / "sweep.toml", self.spec.to_toml())
-        configs = self.spec.configs()
-        todo = self.pending()
-        failed: list[tuple[str, str]] = []
-        bar = tqdm(todo, desc="sweep", unit="run", disable=not self.progress, dynamic_ncols=True)
-        done = 0
-        for cfg in bar:
-            rid = run_id(cfg)
-            bar.set_postfix_str(f"{cfg.mapping} | {cfg.optimization} | seed {cfg.seed}", refresh=True)
-            fail_path = self.out / "runs" / f"{rid}.failed.json"
-            try:
-                ds = self._dataset(cfg)
-                tiers = self._tier_assignment(cfg, ds)
-                res = Simulation(cfg, dataset=ds, tiers=tiers, progress=self.progress).run()
-            except Exception as exc:  # recorded, the sweep goes on
-                reason = f"{type(exc).__name__}: {exc}"
-                failed.append((rid, reason))
-                atomic_write(fail_path, json.dumps({"config": cfg.to_dict(), "error": reason,
-                                                    "traceback": traceback.format_exc()}, indent=2))
-                continue
-            info = {"id": rid, "config": cfg.to_dict(), "seconds": res.seconds, "peak_rss_mb": res.peak_rss_mb,
-                    "rounds": len(res.rounds), "final_train_loss": float(res.rounds["train_loss"].iloc[-1])}
-            atomic_write(self.out / "runs" / f"{rid}.json", json.dumps(info, indent=2))
-            atomic_write(self.out / "runs" / f"{rid}.csv", res.rows().assign(run_id=rid).to_csv(index=False))
-            if fail_path.exists():
-                fail_path.unlink()
-            done += 1
-        bar.close()
-        from rf2.results import load_results, mdac_table
-
-        rows = load_results(self.out)
-        if len(rows):
-            atomic_write(self.out / "results.csv", rows.to_csv(index=False))
-            atomic_write(self.out / "mdac.csv", mdac_table(rows).to_csv(index=False))
-        return SweepSummary(len(configs), len(configs) - len(todo), done, failed, time.perf_counter() - t0, self.out)
+        with self.store.lock():
+            self.store.write_spec(self.spec.to_toml())
+            configs = self.spec.configs()
+            todo = self.pending()
+            failed: list[tuple[str, str]] = []
+            done = 0
+            if todo:
+                try:
+                    self._write_tier_reports(todo)
+                except Exception as exc:  # a bad dataset/mapping fails every run the same way
+                    raise RuntimeError(f"sweep: could not prepare the tier reports: {type(exc).__name__}: {exc}") from exc
+                executor = make_executor(self.executor_name, self.workers, self.threads, self.address)
+                self.executor_start_seconds = getattr(executor, "start_seconds", 0.0)
+                bar = tqdm(total=len(todo), desc=f"sweep ({executor.name})", unit="run", disable=not self.progress,
+                           dynamic_ncols=True)
+                try:
+                    for outcome in executor.map([c.to_dict() for c in todo], progress=False):
+                        cfg = RunConfig.from_dict(outcome.config)
+                        rid = run_id(cfg)
+                        if outcome.ok:
+                            self.store.commit_run(rid, outcome.rows_csv, outcome.info)
+                            done += 1
+                        else:
+                            self.store.record_failure(rid, cfg.to_dict(), outcome.error, outcome.traceback)
+                            failed.append((rid, outcome.error))
+                        bar.set_postfix_str(f"{cfg.mapping} | {cfg.optimization} | seed {cfg.seed}", refresh=False)
+                        bar.update(1)
+                finally:
+                    bar.close()
+                    executor.close()
+            self.store.write_tables()
+        return SweepSummary(len(configs), len(configs) - len(todo), done, failed, time.perf_counter() - t0, self.out,
+                            self.executor_name)

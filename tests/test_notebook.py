@@ -19,7 +19,7 @@ def test_notebook_runs_on_a_results_directory(tmp_path, monkeypatch):
               "clients_per_round": 40},
         mappings=("random", "dirichlet:0.05"), optimizations=("exclude-lo", "channel:1:2:4"), seeds=(0,),
     )
-    Sweep(spec, tmp_path / "res", progress=False).run()
+    Sweep(spec, tmp_path / "res", progress=False, executor="inprocess").run()
     monkeypatch.setenv("RF2_RESULTS", str(tmp_path / "res"))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()

@@ -59,7 +59,7 @@ def test_sweep_file_roundtrip_and_unknown_keys(tmp_path):
 def test_resume_skips_finished_runs_and_equals_uninterrupted(tmp_path, monkeypatch):
     from rf2 import simulation
 
-    full = Sweep(spec(), tmp_path / "full", progress=False).run()
+    full = Sweep(spec(), tmp_path / "full", progress=False, executor="inprocess").run()
     assert full.finished == 6 and not full.failed
     reference = load_results(tmp_path / "full")
 
@@ -75,18 +75,18 @@ def test_resume_skips_finished_runs_and_equals_uninterrupted(tmp_path, monkeypat
 
     monkeypatch.setattr(simulation.Simulation, "run", flaky)
     with pytest.raises(KeyboardInterrupt):
-        Sweep(spec(), tmp_path / "resumed", progress=False).run()
+        Sweep(spec(), tmp_path / "resumed", progress=False, executor="inprocess").run()
     assert len(list((tmp_path / "resumed" / "runs").glob("*.csv"))) == 3  # nothing finished was lost
     assert not list((tmp_path / "resumed" / "runs").glob(".*tmp"))  # no half-written files
     monkeypatch.setattr(simulation.Simulation, "run", real_run)
-    again = Sweep(spec(), tmp_path / "resumed", progress=False).run()
+    again = Sweep(spec(), tmp_path / "resumed", progress=False, executor="inprocess").run()
     assert (again.skipped, again.finished) == (3, 3)
     resumed = load_results(tmp_path / "resumed")
     key = ["mapping", "optimization", "tier", "metric"]
     a = reference.sort_values(key).reset_index(drop=True)
     b = resumed.sort_values(key).reset_index(drop=True)
     assert np.allclose(a["value"], b["value"], equal_nan=True)
-    assert Sweep(spec(), tmp_path / "resumed", progress=False).run().finished == 0
+    assert Sweep(spec(), tmp_path / "resumed", progress=False, executor="inprocess").run().finished == 0
 
 
 def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
@@ -100,7 +100,7 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
         return real_run(self)
 
     monkeypatch.setattr(simulation.Simulation, "run", diverge)
-    summary = Sweep(spec(), tmp_path, progress=False).run()
+    summary = Sweep(spec(), tmp_path, progress=False, executor="inprocess").run()
     assert summary.finished == 5 and len(summary.failed) == 1
     assert "nan" in summary.failed[0][1]
     fails = load_failures(tmp_path)
@@ -111,12 +111,12 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     assert main(["plot", str(tmp_path)]) == 0
     # fixed: the retry finds only the failed run to do
     monkeypatch.setattr(simulation.Simulation, "run", real_run)
-    again = Sweep(spec(), tmp_path, progress=False).run()
+    again = Sweep(spec(), tmp_path, progress=False, executor="inprocess").run()
     assert again.finished == 1 and not again.failed and len(load_failures(tmp_path)) == 0
 
 
 def test_mdac_table_pairs_each_run_with_its_baseline(tmp_path):
-    Sweep(spec(), tmp_path, progress=False).run()
+    Sweep(spec(), tmp_path, progress=False, executor="inprocess").run()
     rows = load_results(tmp_path)
     table = mdac_table(rows)
     assert len(table) == 4

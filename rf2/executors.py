@@ -1,0 +1,212 @@
+"""Where a sweep's runs execute: in this process, in local worker processes, or on Ray.
+
+Every run of a sweep is independent. An executor takes run configs and yields
+:class:`RunOutcome` objects as runs finish, in any order; only the sweep's driver process writes
+the results directory (:mod:`rf2.sweep`), so workers never touch it. That keeps writes atomic and
+single-writer on every backend, and lets Ray workers run on machines that do not share the
+results folder.
+
+* ``inprocess``  runs one after another here (debugging, profilers, pdb);
+* ``local``      (default) a :class:`concurrent.futures.ProcessPoolExecutor` with ``spawn``ed workers,
+  one per core by default;
+* ``ray``        ``ray.remote`` tasks on a Ray cluster (``address``), or a local Ray instance when no
+  address is given. Ray is an optional extra: ``pip install 'rf2[ray]'``.
+
+**Thread budget.** Each run is pinned to ``threads`` intra-op threads (``torch.set_num_threads``
+plus the OpenMP/MKL environment variables for the worker), ``cores // workers`` by default, so
+parallel runs do not oversubscribe the machine. Results do not depend on the thread count beyond
+float reduction order.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+EXECUTORS = ("inprocess", "local", "ray")
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@dataclass
+class RunOutcome:
+    """What one run produced. ``rows_csv``/``info`` on success; ``error``/``traceback`` on failure."""
+
+    config: dict
+    ok: bool
+    rows_csv: str = ""
+    info: dict = field(default_factory=dict)
+    error: str = ""
+    traceback: str = ""
+
+
+# -- the work of one run (executed wherever the executor puts it) ---------------------------------
+_CACHE: dict = {}  # per process: datasets and tier assignments, reused across runs
+
+
+def _dataset(cfg):
+    from rf2.data import load_dataset
+
+    key = ("ds", cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True))
+    if key not in _CACHE:
+        _CACHE[key] = load_dataset(cfg.dataset, **cfg.dataset_options)
+    return _CACHE[key]
+
+
+def _tiers(cfg, ds):
+    from tier_mapping import map_tiers
+
+    key = ("tiers", cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True), cfg.mapping, cfg.n_tiers, cfg.seed)
+    if key not in _CACHE:
+        _CACHE[key] = map_tiers(ds, cfg.mapping, cfg.n_tiers, seed=cfg.seed)
+    return _CACHE[key]
+
+
+def set_thread_budget(threads: int | None) -> None:
+    if not threads:
+        return
+    import torch
+
+    for var in _THREAD_VARS:
+        os.environ[var] = str(threads)
+    torch.set_num_threads(int(threads))
+
+
+def execute_run(config: dict, threads: int | None = None, progress: bool = False) -> RunOutcome:
+    """Train and evaluate one configuration; never raises (a failure is an outcome)."""
+    from rf2.config import RunConfig
+    from rf2.simulation import Simulation
+
+    set_thread_budget(threads)
+    try:
+        cfg = RunConfig.from_dict(config)
+        ds = _dataset(cfg)
+        res = Simulation(cfg, dataset=ds, tiers=_tiers(cfg, ds), progress=progress).run()
+        info = {"config": cfg.to_dict(), "seconds": res.seconds, "peak_rss_mb": res.peak_rss_mb,
+                "rounds": len(res.rounds), "final_train_loss": float(res.rounds["train_loss"].iloc[-1]),
+                "pid": os.getpid(), "threads": threads}
+        return RunOutcome(config, True, rows_csv=res.rows().to_csv(index=False), info=info)
+    except Exception as exc:  # recorded by the driver; the sweep goes on
+        return RunOutcome(config, False, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+
+
+# -- executors -----------------------------------------------------------------------------------
+class InProcessExecutor:
+    name = "inprocess"
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+        self.workers = 1
+
+    def map(self, configs: Iterable[dict], progress: bool = False) -> Iterator[RunOutcome]:
+        for cfg in configs:
+            yield execute_run(cfg, self.threads, progress=progress)
+
+    def close(self) -> None:
+        pass
+
+
+def _init_worker(threads: int) -> None:
+    set_thread_budget(threads)
+
+
+class LocalProcessExecutor:
+    """Runs in ``workers`` spawned processes (fresh interpreters: no inherited locks, file
+    descriptors or torch thread pools). Each worker keeps its datasets cached between runs."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, threads: int | None = None):
+        cores = os.cpu_count() or 1
+        self.workers = max(1, int(workers or cores))
+        self.threads = max(1, int(threads or cores // self.workers))
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, configs: Iterable[dict], progress: bool = False) -> Iterator[RunOutcome]:
+        import multiprocessing as mp
+
+        configs = list(configs)
+        if not configs:
+            return
+        n = min(self.workers, len(configs))
+        self._pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                         initargs=(self.threads,))
+        try:
+            pending = {self._pool.submit(execute_run, c, self.threads): c for c in configs}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cfg = pending.pop(fut)
+                    try:
+                        yield fut.result()
+                    except Exception as exc:  # the worker process died (e.g. out of memory, killed)
+                        yield RunOutcome(cfg, False, error=f"worker process failed: {type(exc).__name__}: {exc}",
+                                         traceback=traceback.format_exc())
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+class RayExecutor:
+    """Runs each config as a Ray task with ``num_cpus=threads``. Connects to ``address`` (a
+    cluster, e.g. ``ray://head:10001`` or ``auto``) or starts a local instance with ``workers``
+    CPUs. Datasets must be reachable from every node (same path or ``RF2_DATA_DIR``)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None):
+        try:
+            import ray
+        except ImportError as exc:
+            raise RuntimeError("the ray executor needs Ray: pip install 'rf2[ray]' (or pip install ray)") from exc
+        self.ray = ray
+        self.threads = max(1, int(threads or 1))
+        self.workers = workers
+        self._started = False
+        self.start_seconds = 0.0
+        if not ray.is_initialized():
+            t0 = time.perf_counter()
+            env = {"env_vars": {v: str(self.threads) for v in _THREAD_VARS}}
+            if "RF2_DATA_DIR" in os.environ:
+                env["env_vars"]["RF2_DATA_DIR"] = os.environ["RF2_DATA_DIR"]
+            kw = {"address": address} if address else {"num_cpus": workers or os.cpu_count() or 1}
+            ray.init(runtime_env=env, include_dashboard=False, logging_level="WARNING", **kw)
+            self._started = True
+            self.start_seconds = time.perf_counter() - t0
+        self._task = ray.remote(num_cpus=self.threads, max_retries=0)(execute_run)
+
+    def map(self, configs: Iterable[dict], progress: bool = False) -> Iterator[RunOutcome]:
+        ray = self.ray
+        refs = {self._task.remote(c, self.threads): c for c in configs}
+        while refs:
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                cfg = refs.pop(ref)
+                try:
+                    yield ray.get(ref)
+                except Exception as exc:  # the task's worker died
+                    yield RunOutcome(cfg, False, error=f"ray task failed: {type(exc).__name__}: {exc}",
+                                     traceback=traceback.format_exc())
+
+    def close(self) -> None:
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+def make_executor(name: str = "local", workers: int | None = None, threads: int | None = None,
+                  address: str | None = None):
+    if name == "inprocess":
+        return InProcessExecutor(threads)
+    if name == "local":
+        return LocalProcessExecutor(workers, threads)
+    if name == "ray":
+        return RayExecutor(address, workers, threads)
+    raise ValueError(f"unknown executor {name!r}; choose one of {list(EXECUTORS)}")

@@ -1,0 +1,247 @@
+"""A sweep's results directory: layout, atomic commits, one writer at a time, format version.
+
+Layout (format :data:`FORMAT`)::
+
+    rf2-results.json      {"format": 2, "rf2": "<version>"}: what wrote this directory
+    .lock                 held (flock) by the sweep writing here; released when it exits or dies
+    sweep.toml            the sweep as last run (provenance)
+    runs/<id>.csv         tidy rows of one finished run (tier, metric, value, ... + every config field)
+    runs/<id>.json        its commit record: config, timings, and the CSV's sha256 and row count
+    runs/<id>.failed.json a run that raised or diverged: the reason and traceback; retried next time
+    tiers/<mapping>__seed<k>.csv, tiers/summary.csv    heterogeneity reports (Figure 4)
+    results.csv, mdac.csv combined tables, rewritten at the end of every sweep
+
+**Crash safety.** Every file is written to a hidden temporary name, fsynced, and renamed into
+place. A run is *finished* only when its ``.json`` exists and records the sha256 of its ``.csv``;
+the ``.json`` is renamed into place last. A sweep killed at any moment (SIGKILL included) leaves
+at worst a ``.csv`` without its record or a stray temporary file: both are ignored by every
+reader, and ``rf2 sweep`` again recomputes exactly those runs.
+
+**One writer.** A sweep holds an exclusive ``flock`` on ``.lock`` for its whole duration; a
+second sweep on the same directory is refused with a message naming the holder. The kernel
+releases the lock when the holder exits, however it exits, so a killed sweep never leaves a
+stale lock.
+
+**Versions.** Directories written by an older rf2 (no ``rf2-results.json``, or another format
+number) are refused by readers and writers with a message saying how to upgrade them
+(``rf2 upgrade-results DIR``).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import re
+import socket
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+FORMAT = 2
+MARKER = "rf2-results.json"
+
+
+class ResultsFormatError(ValueError):
+    """A results directory was written by another rf2 version, or is not one at all."""
+
+
+class SweepLockedError(RuntimeError):
+    """Another sweep is writing to the same results directory."""
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data.encode() if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _version() -> str:
+    from rf2 import __version__
+
+    return __version__
+
+
+def check_format(path: Path) -> None:
+    """Raise :class:`ResultsFormatError` unless ``path`` is an empty/new directory or one in the
+    current format."""
+    path = Path(path)
+    marker = path / MARKER
+    if marker.exists():
+        try:
+            fmt = json.loads(marker.read_text()).get("format")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ResultsFormatError(f"{marker} is corrupt ({exc}); it should hold {{\"format\": {FORMAT}}}") from exc
+        if fmt != FORMAT:
+            raise ResultsFormatError(
+                f"{path} holds results in format {fmt!r}, this rf2 reads format {FORMAT}; "
+                + ("upgrade it with `rf2 upgrade-results DIR`" if isinstance(fmt, int) and fmt < FORMAT
+                   else "use the rf2 version that wrote it")
+            )
+        return
+    runs = path / "runs"
+    if runs.is_dir() and any(runs.glob("*.csv")):
+        raise ResultsFormatError(
+            f"{path} was written by an older rf2 (no {MARKER}): its runs are not read as they may not be "
+            f"complete; upgrade it with `rf2 upgrade-results {path}` or sweep into a new directory"
+        )
+
+
+class ResultsStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.runs = self.path / "runs"
+        self._lock_fd: int | None = None
+
+    # -- the writer's lock ----------------------------------------------------------------------
+    @contextmanager
+    def lock(self):
+        self.path.mkdir(parents=True, exist_ok=True)
+        check_format(self.path)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown process"
+            os.close(fd)
+            raise SweepLockedError(
+                f"another sweep is writing to {self.path} ({holder}); wait for it to finish, or sweep into another directory"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        self._lock_fd = fd
+        try:
+            self.runs.mkdir(parents=True, exist_ok=True)
+            if not (self.path / MARKER).exists():
+                atomic_write(self.path / MARKER, json.dumps({"format": FORMAT, "rf2": _version()}))
+            yield self
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._lock_fd = None
+
+    def _require_lock(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError("ResultsStore: writes need the directory lock (use `with store.lock():`)")
+
+    # -- runs ------------------------------------------------------------------------------------
+    def commit_run(self, rid: str, rows_csv: str, info: dict) -> None:
+        """CSV first, then the record that vouches for it (the commit point)."""
+        self._require_lock()
+        rows = pd.read_csv(io.StringIO(rows_csv)).assign(run_id=rid)
+        data = rows.to_csv(index=False).encode()
+        atomic_write(self.runs / f"{rid}.csv", data)
+        record = {"format": FORMAT, "id": rid, **info, "csv_sha256": _sha256(data), "n_rows": len(rows)}
+        atomic_write(self.runs / f"{rid}.json", json.dumps(record, indent=2))
+        fail = self.runs / f"{rid}.failed.json"
+        if fail.exists():
+            fail.unlink()
+
+    def record_failure(self, rid: str, config: dict, error: str, tb: str) -> None:
+        self._require_lock()
+        atomic_write(self.runs / f"{rid}.failed.json",
+                     json.dumps({"format": FORMAT, "config": config, "error": error, "traceback": tb}, indent=2))
+
+    def finished(self) -> dict[str, Path]:
+        """run id -> CSV path, for every run whose record vouches for its CSV's exact bytes."""
+        out = {}
+        if not self.runs.is_dir():
+            return out
+        for rec in sorted(self.runs.glob("*.json")):
+            if rec.name.endswith(".failed.json") or rec.name.startswith("."):
+                continue
+            rid = rec.name[: -len(".json")]
+            csv = self.runs / f"{rid}.csv"
+            try:
+                want = json.loads(rec.read_text()).get("csv_sha256")
+                ok = want is not None and csv.exists() and _sha256(csv.read_bytes()) == want
+            except (json.JSONDecodeError, AttributeError, OSError):
+                ok = False
+            if ok:
+                out[rid] = csv
+        return out
+
+    def finished_ids(self) -> set[str]:
+        check_format(self.path)
+        return set(self.finished())
+
+    def write_spec(self, toml: str) -> None:
+        self._require_lock()
+        atomic_write(self.path / "sweep.toml", toml)
+
+    # -- tier reports and combined tables ------------------------------------------------------
+    def write_tier_report(self, cfg, rep) -> None:
+        self._require_lock()
+        d = self.path / "tiers"
+        d.mkdir(parents=True, exist_ok=True)
+        slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{cfg.mapping}__seed{cfg.seed}")
+        top = rep.top_items.assign(mapping=cfg.mapping, seed=cfg.seed, dataset=cfg.dataset)
+        atomic_write(d / f"{slug}.csv", top.to_csv(index=False))
+        summary_path = d / "summary.csv"
+        row = pd.DataFrame([{**rep.summary(), "seed": cfg.seed, "dataset": cfg.dataset}])
+        if summary_path.exists():
+            old = pd.read_csv(summary_path)
+            old = old[~((old["mapping"] == cfg.mapping) & (old["seed"] == cfg.seed) & (old["dataset"] == cfg.dataset))]
+            row = pd.concat([old, row], ignore_index=True)
+        atomic_write(summary_path, row.to_csv(index=False))
+
+    def write_tables(self) -> None:
+        from rf2.results import load_results, mdac_table
+
+        self._require_lock()
+        rows = load_results(self.path)
+        if len(rows):
+            atomic_write(self.path / "results.csv", rows.to_csv(index=False))
+            atomic_write(self.path / "mdac.csv", mdac_table(rows).to_csv(index=False))
+
+
+def upgrade_results(path: str | Path) -> int:
+    """Upgrade a format-1 directory (rf2 before the results store): every run with both a CSV and
+    a JSON record is vouched for as it is; CSVs without a record are left out (rerun them).
+    Returns the number of runs kept."""
+    path = Path(path)
+    store = ResultsStore(path)
+    if (path / MARKER).exists():
+        check_format(path)
+        return len(store.finished())
+    kept = 0
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepLockedError(f"a sweep is writing to {path}; upgrade it when it has finished") from None
+        for csv in sorted(store.runs.glob("*.csv")):
+            rec = csv.with_suffix(".json")
+            if not rec.exists():
+                continue
+            info = json.loads(rec.read_text())
+            data = csv.read_bytes()
+            info.update({"format": FORMAT, "csv_sha256": _sha256(data), "n_rows": len(pd.read_csv(io.BytesIO(data)))})
+            atomic_write(rec, json.dumps(info, indent=2))
+            kept += 1
+        atomic_write(path / MARKER, json.dumps({"format": FORMAT, "rf2": _version(), "upgraded_from": 1}))
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    return kept

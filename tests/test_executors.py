@@ -1,0 +1,185 @@
+"""Sweeps that scale out and survive failures: executors agree, SIGKILL loses nothing finished,
+one writer per directory, old results directories are refused, divergence is recorded."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rf2.results import load_failures, load_results
+from rf2.store import FORMAT, MARKER, ResultsFormatError, ResultsStore, SweepLockedError, upgrade_results
+from rf2.sweep import Sweep, SweepSpec
+
+BASE = {"dataset": "synthetic", "dataset_options": {"n_users": 150, "n_items": 60, "events_per_user": 12, "seed": 4},
+        "clients_per_round": 30}
+KEY = ["mapping", "optimization", "seed", "tier", "metric"]
+
+
+def spec(**kw) -> SweepSpec:
+    return SweepSpec(base=dict(BASE), **{"mappings": ("random", "dirichlet:0.05"),
+                                         "optimizations": ("exclude-lo", "quants:1:2:8"), "seeds": (0,), **kw})
+
+
+def sorted_rows(path) -> pd.DataFrame:
+    rows = load_results(path)
+    rows = rows[~rows["metric"].isin(["sim_wall_h"])]  # all fields are deterministic; keep the check simple
+    return rows.sort_values(KEY).reset_index(drop=True)
+
+
+def assert_same_results(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert len(a) == len(b) and len(a) > 0
+    assert (a[KEY].astype(str).to_numpy() == b[KEY].astype(str).to_numpy()).all()
+    assert np.allclose(a["value"], b["value"], rtol=1e-5, atol=1e-7, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> pd.DataFrame:
+    """The uninterrupted sweep, in this process."""
+    out = tmp_path_factory.mktemp("ref")
+    s = Sweep(spec(), out, progress=False, executor="inprocess").run()
+    assert s.finished == 6 and not s.failed
+    return sorted_rows(out)
+
+
+def test_local_processes_equal_inprocess(reference, tmp_path):
+    s = Sweep(spec(), tmp_path, progress=False, executor="local", workers=2).run()
+    assert s.finished == 6 and not s.failed and s.executor == "local"
+    assert_same_results(reference, sorted_rows(tmp_path))
+    pids = {json.loads(p.read_text())["pid"] for p in (tmp_path / "runs").glob("*.json")}
+    assert os.getpid() not in pids  # really ran elsewhere
+    budget = max(1, (os.cpu_count() or 1) // 2)  # cores // workers: no oversubscription
+    assert all(json.loads(p.read_text())["threads"] == budget for p in (tmp_path / "runs").glob("*.json"))
+
+
+def _sweep_cmd(cfg: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "rf2.cli", "sweep", "--config", str(cfg), "--out", str(out), "--quiet",
+            "--executor", "local", "--workers", "2", "--threads", "1"]
+
+
+def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(reference, tmp_path):
+    cfg = tmp_path / "sweep.toml"
+    cfg.write_text(spec().to_toml())
+    out = tmp_path / "res"
+    proc = subprocess.Popen(_sweep_cmd(cfg, out), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    committed = []
+    while time.time() < deadline and proc.poll() is None:
+        committed = [p for p in (out / "runs").glob("*.json") if not p.name.endswith(".failed.json")] if (out / "runs").is_dir() else []
+        if committed:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the sweep ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    assert committed, "no run finished within the time limit"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, with no chance to clean up
+    proc.wait()
+    before = ResultsStore(out).finished()
+    assert 1 <= len(before) < 6
+    # whatever was in flight is not accepted as a result
+    assert len(load_results(out)["run_id"].unique()) == len(before)
+    # the killed sweep's lock died with it: the resume is not refused
+    resumed = subprocess.run(_sweep_cmd(cfg, out), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{len(before)} already finished" in resumed.stdout
+    after = ResultsStore(out).finished()
+    assert len(after) == 6
+    for rid, path in before.items():  # finished runs were kept, not recomputed
+        assert after[rid] == path
+    assert_same_results(reference, sorted_rows(out))
+
+
+def test_a_csv_without_its_record_is_not_a_result_and_is_rerun(reference, tmp_path):
+    Sweep(spec(), tmp_path, progress=False, executor="inprocess").run()
+    records = sorted(p for p in (tmp_path / "runs").glob("*.json") if not p.name.endswith(".failed.json"))
+    records[0].unlink()  # killed between writing the CSV and its record
+    csv = records[1].with_suffix(".csv")
+    csv.write_bytes(csv.read_bytes()[: len(csv.read_bytes()) // 2])  # a torn CSV (e.g. copied by hand)
+    assert len(ResultsStore(tmp_path).finished()) == 4
+    assert load_results(tmp_path)["run_id"].nunique() == 4
+    again = Sweep(spec(), tmp_path, progress=False, executor="inprocess").run()
+    assert (again.skipped, again.finished) == (4, 2)
+    assert_same_results(reference, sorted_rows(tmp_path))
+
+
+def test_two_sweeps_on_one_directory_refused(tmp_path):
+    store = ResultsStore(tmp_path)
+    with store.lock():
+        with pytest.raises(SweepLockedError, match=f"pid {os.getpid()}"):
+            Sweep(spec(), tmp_path, progress=False, executor="inprocess").run()
+    # released: now it runs
+    assert Sweep(spec(mappings=("random",), optimizations=("exclude-lo",)), tmp_path, progress=False,
+                 executor="inprocess").run().finished == 2
+
+
+def test_lock_held_by_another_process_is_refused(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from rf2.store import ResultsStore\n"
+                               "with ResultsStore(sys.argv[1]).lock():\n print('locked', flush=True); time.sleep(60)",
+                               str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SweepLockedError, match="another sweep is writing"):
+            Sweep(spec(), tmp_path, progress=False, executor="inprocess").run()
+    finally:
+        holder.kill()
+        holder.wait()
+    with ResultsStore(tmp_path).lock():  # a killed holder leaves no stale lock
+        pass
+
+
+def test_old_results_directories_are_detected_not_misread(tmp_path):
+    Sweep(spec(mappings=("random",), optimizations=("exclude-lo",)), tmp_path, progress=False, executor="inprocess").run()
+    # make it look like an rf2 0.1 directory: no marker, records without checksums
+    (tmp_path / MARKER).unlink()
+    for rec in (tmp_path / "runs").glob("*.json"):
+        info = json.loads(rec.read_text())
+        for k in ("csv_sha256", "n_rows", "format"):
+            info.pop(k, None)
+        rec.write_text(json.dumps(info))
+    with pytest.raises(ResultsFormatError, match="older rf2.*upgrade-results"):
+        load_results(tmp_path)
+    with pytest.raises(ResultsFormatError, match="older rf2"):
+        Sweep(spec(mappings=("random",), optimizations=("exclude-lo",)), tmp_path, progress=False, executor="inprocess").run()
+    assert upgrade_results(tmp_path) == 2
+    assert load_results(tmp_path)["run_id"].nunique() == 2
+    (tmp_path / MARKER).write_text(json.dumps({"format": FORMAT + 1}))
+    with pytest.raises(ResultsFormatError, match=f"format {FORMAT + 1}.*version that wrote it"):
+        load_results(tmp_path)
+
+
+def test_divergence_is_recorded_as_a_failure_and_plotted_as_missing(tmp_path, capsys):
+    from rf2.cli import main
+
+    s = SweepSpec(base={**BASE, "client_lr": 1e30, "server_optimizer": "sgd", "server_lr": 1.0}, mappings=("random",), optimizations=("exclude-lo",), seeds=(0,))
+    summary = Sweep(s, tmp_path, progress=False, executor="inprocess").run()
+    assert summary.finished == 0 and len(summary.failed) == 2
+    assert all("DivergenceError" in reason for _, reason in summary.failed)
+    fails = load_failures(tmp_path)
+    assert set(fails["optimization"]) == {"none", "exclude-lo"}
+    assert len(load_results(tmp_path)) == 0
+    assert main(["plot", str(tmp_path)]) == 2  # nothing to draw is a clear message, not a crash or empty axes
+    assert "no finished runs" in capsys.readouterr().err
+
+
+def test_ray_executor_equals_local(reference, tmp_path, capsys):
+    ray = pytest.importorskip("ray", reason="the Ray test needs the test extra (pip install -e '.[test]')")
+    t0 = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    start = time.perf_counter() - t0
+    try:
+        sweep = Sweep(spec(), tmp_path, progress=False, executor="ray", threads=1)
+        s = sweep.run()
+    finally:
+        ray.shutdown()
+    assert s.finished == 6 and not s.failed and s.executor == "ray"
+    assert_same_results(reference, sorted_rows(tmp_path))
+    with capsys.disabled():
+        print(f"\n[ray] local instance start {start:.1f}s, 6-run sweep {s.seconds:.1f}s")
