@@ -10,6 +10,7 @@ spec                  meaning (RF² Table 1 unless noted)
 ``quant:1:2:4``       stochastic rounding to 8/16/32 bits (1:2:8 -> 4/8/32, 1:4:16 -> 2/4/32; ``quant:bits:...``)
 ``quants:1:2:4``      as quant, with a sign bit and n-1 magnitude bits (zero stays exact)
 ``channel:1:2:4``     25/50/100% of the hidden units (1:2:8 -> 12.5/25/100%, 1:4:16 -> 6.25/25/100%)
+``hetefedrec:...``    HeteFedRec (Yuan et al. 2024): per-client item-embedding sizes 8,16,32 (model hetencf)
 ``paper-table1``      a *preset*: the 14 configurations of Table 1 (for sweeps)
 ====================  ================================================================================
 
@@ -23,10 +24,11 @@ from typing import Callable
 from .base import ClientContext, Optimization, dense_entry_count, make_contexts
 from .channel import CHANNEL_USAGE, Channel
 from .compression import (
-    PAPER_BITS, PAPER_RATIOS, PRUNE_USAGE, QUANT_USAGE, Prune, Quant, QuantS, check_options, parse_numbers,
-    parse_ratios, split_args,
+    PAPER_BITS, PAPER_RATIOS, PRUNE_USAGE, QUANT_NOISE, QUANT_SCOPE, QUANT_USAGE, Prune, Quant, QuantS, check_options,
+    parse_numbers, parse_ratios, quant_usage, split_args,
 )
 from .selection import ExcludeLo, Overselect
+from .hetefedrec import HETEFEDREC_USAGE, HeteFedRec, parse_hetefedrec
 
 #: name -> factory taking the spec's arguments (the parts after the first ':') and the full spec
 REGISTRY: dict[str, Callable[[list[str], str], Optimization]] = {}
@@ -82,67 +84,95 @@ def _overselect(args, spec):
     return Overselect(spec, f)
 
 
-def _per_tier(pos: list[str], spec: str, keyword: str, usage: str, from_ratio) -> tuple[float, ...]:
+def _per_tier(pos: list[str], spec: str, keyword: str, usage: str, from_ratio) -> tuple[tuple[float, ...], str]:
+    """The per-tier values of a spec, given directly (``KEYWORD:v1:...``) or as overhead ratios.
+    Returns ``(values, note)``; ``note`` says how ratios became values, for error messages."""
     if pos and pos[0].lower() == keyword:
-        return parse_numbers(pos[1:], spec, f"{keyword} values", usage)
-    return from_ratio(parse_ratios(pos, spec, usage))
+        return parse_numbers(pos[1:], spec, f"{keyword} values", usage), ""
+    r = parse_ratios(pos, spec, usage)
+    values = from_ratio(r)
+    return values, f" (overhead ratios {':'.join(pos)} give {tuple(values)})"
+
+
+def _build(spec: str, note: str, make):
+    """``make()``, with ``note`` (how ratios became per-tier values) added to its error."""
+    try:
+        return make()
+    except ValueError as exc:
+        if not note:
+            raise
+        raise ValueError(f"{exc}{note}") from None
 
 
 @register("prune", PRUNE_USAGE.replace("use ", "", 1))
 def _prune(args, spec):
     pos, opts = split_args(args, spec)
     check_options(opts, {"rescale": ("true", "false")}, spec)
-    fracs = _per_tier(pos, spec, "frac", PRUNE_USAGE, lambda r: tuple(1 - v / max(r) for v in r))
-    return Prune(spec, fracs, rescale=opts.get("rescale") == "true")
+    fracs, note = _per_tier(pos, spec, "frac", PRUNE_USAGE, lambda r: tuple(1 - v / max(r) for v in r))
+    return _build(spec, note, lambda: Prune(spec, fracs, rescale=opts.get("rescale") == "true"))
 
 
 def _bits_from_ratio(r: tuple[float, ...]) -> tuple[float, ...]:
     key = ":".join(f"{v:g}" for v in r)
     if key in PAPER_BITS:
         return PAPER_BITS[key]
-    return tuple(max(1, round(32 * v / max(r))) for v in r)
+    top = max(r)
+    return tuple(max(1, round(32 * (v / top))) for v in r)  # v / top first: 32 * 1e308 overflows
 
 
 def _quant_factory(cls):
     def factory(args, spec):
         pos, opts = split_args(args, spec)
-        check_options(opts, {"noise": ("auto", "exact", "gaussian"), "scope": ("update", "tensor")}, spec)
-        bits = _per_tier(pos, spec, "bits", QUANT_USAGE, _bits_from_ratio)
-        return cls(spec, bits, noise=opts.get("noise", "auto"), scope=opts.get("scope", "update"))
+        check_options(opts, {"noise": QUANT_NOISE, "scope": QUANT_SCOPE}, spec)
+        bits, note = _per_tier(pos, spec, "bits", quant_usage(cls.name), _bits_from_ratio)
+        return _build(spec, note, lambda: cls(spec, bits, noise=opts.get("noise", "auto"), scope=opts.get("scope", "update")))
 
     return factory
 
 
 register("quant", QUANT_USAGE.replace("use ", "", 1))(_quant_factory(Quant))
-register("quants", QUANT_USAGE.replace("use ", "", 1).replace("quant:", "quants:") + "  (sign + magnitude)")(_quant_factory(QuantS))
+register("quants", quant_usage("quants").replace("use ", "", 1) + "  (sign + magnitude)")(_quant_factory(QuantS))
 
 
 @register("channel", CHANNEL_USAGE.replace("use ", "", 1))
 def _channel(args, spec):
     pos, opts = split_args(args, spec)
     check_options(opts, {}, spec)
-    widths = _per_tier(pos, spec, "frac", CHANNEL_USAGE, lambda r: tuple(v / max(r) for v in r))
-    return Channel(spec, widths)
+    widths, note = _per_tier(pos, spec, "frac", CHANNEL_USAGE, lambda r: tuple(v / max(r) for v in r))
+    return _build(spec, note, lambda: Channel(spec, widths))
+
+
+register("hetefedrec", HETEFEDREC_USAGE.replace("use ", "", 1))(parse_hetefedrec)
 
 
 def expand_optimizations(specs) -> list[str]:
-    """Expand presets (``paper-table1``) in a list of specs; validate every spec."""
+    """Expand presets (``paper-table1``) in a spec or a list of specs; validate every spec.
+    Returns the specs without surrounding whitespace, each once, in order."""
+    if isinstance(specs, str):
+        specs = [specs]
+    elif not isinstance(specs, (list, tuple)):
+        raise ValueError(
+            f"optimizations must be a spec or a list of specs (e.g. ['none', 'prune:1:2:4'] or 'paper-table1'), "
+            f"got {specs!r}"
+        )
     out: list[str] = []
-    for s in [specs] if isinstance(specs, str) else specs:
-        key = s.strip().lower() if isinstance(s, str) else s
-        items = PRESETS.get(key, (s,))
-        for item in items:
-            parse_optimization(item)
-            if item not in out:
-                out.append(item)
+    for s in specs:
+        key = s.strip().lower() if isinstance(s, str) else None
+        for item in PRESETS.get(key, (s,)):
+            canonical = parse_optimization(item).spec
+            if canonical not in out:
+                out.append(canonical)
     return out
 
 
 def parse_optimization(spec: str) -> Optimization:
+    """``spec`` -> an :class:`Optimization` whose ``spec`` is ``spec`` without surrounding whitespace.
+    Raises ``ValueError`` naming the spec and the allowed forms."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"optimization spec must be a non-empty string; known: {sorted(REGISTRY)}")
+        raise ValueError(f"optimization spec must be a non-empty string, got {spec!r}; known: {sorted(REGISTRY)} "
+                         f"or the preset paper-table1")
     parts = spec.strip().split(":")
-    name = parts[0].lower()
+    name = parts[0].strip().lower()
     if name in PRESETS:
         raise ValueError(f"{spec!r} is a preset of {len(PRESETS[name])} optimisations ({', '.join(PRESETS[name])}); "
                          f"use it in a sweep's optimizations list, or pick one of them for a single run")

@@ -4,10 +4,12 @@ An optimisation overrides only the hooks it changes; every hook defaults to "do 
 ``Optimization()`` itself is plain FedAvg (the ``none`` baseline). In round order:
 
 =========================  ==========================================================================
+``setup(...)``             once before training: see the model, dataset and tiers (HeteFedRec groups)
 ``eligible(tiers)``        which clients may ever be selected (Exclude Lo)
 ``selection_size(k)``      how many candidates the server draws per round (Overselect draws more)
 ``participants(...)``      which candidates train and report (Overselect drops the slowest)
 ``client_masks(...)``      the sub-model each client trains (Channel: fewer hidden units)
+``client_loss_args(...)``  per-client arguments of the model's own ``client_loss`` (HeteFedRec)
 ``compute_fraction(...)``  the share of the full model's work that sub-model costs (system model)
 ``encode(updates)``        what a client does to its update before upload (Prune, Quant)
 ``upload_bits(updates)``   the size of each client's upload, for the system model
@@ -75,6 +77,11 @@ class Optimization:
         """Called once before training: raise ``ValueError`` if the run's tiers do not fit."""
         return None
 
+    def setup(self, model: "RecModel", dataset, tiers, seed: int) -> None:
+        """Called once by the simulation before training, with the built model, the dataset, the
+        :class:`~tier_mapping.TierAssignment` and the run seed (e.g. to group users by data size)."""
+        return None
+
     # -- selection -------------------------------------------------------------------------------
     def eligible(self, tiers: np.ndarray) -> np.ndarray:
         """Boolean mask over clients: who may ever be selected."""
@@ -91,6 +98,11 @@ class Optimization:
     # -- local training --------------------------------------------------------------------------
     def client_masks(self, contexts: list[ClientContext], model: "RecModel") -> dict[str, torch.Tensor] | None:
         """``[C, *shape]`` boolean masks of the parameter entries each client holds; ``None``: all."""
+        return None
+
+    def client_loss_args(self, contexts: list[ClientContext], model: "RecModel") -> dict[str, torch.Tensor] | None:
+        """``[C, ...]`` per-client keyword arguments of the model's ``client_loss(params, X, y,
+        weights, **args)`` (:func:`rf2.clients.reference.client_loss`); ``None``: plain BCE."""
         return None
 
     def compute_fraction(self, contexts: list[ClientContext], model: "RecModel") -> np.ndarray:

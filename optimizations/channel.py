@@ -43,7 +43,10 @@ class Channel(PerTier):
     def _layers(self, model):
         layers = model.hidden_layers()
         if not layers:
-            raise ValueError(f"channel: model {type(model).__name__} declares no hidden layers to narrow")
+            raise ValueError(
+                f"channel: model {type(model).__name__} declares no hidden layers to narrow (its hidden_layers() "
+                f"is empty, e.g. AFM has no MLP); Channel needs a model with an MLP, e.g. dlrm, din, deepfm"
+            )
         return layers
 
     def tier_masks(self, model, width: float) -> dict[str, torch.Tensor]:

@@ -36,6 +36,8 @@ many practical implementations do (headers then cost 64 or 32 bits per tensor).
 from __future__ import annotations
 
 import math
+import numbers
+import re
 
 import numpy as np
 import torch
@@ -124,12 +126,32 @@ PAPER_RATIOS = ("1:2:4", "1:2:8", "1:4:16")
 PAPER_BITS = {"1:2:4": (8, 16, 32), "1:2:8": (4, 8, 32), "1:4:16": (2, 4, 32)}
 
 
+#: A number in a spec: plain ASCII decimal, optional sign, fraction and exponent (``0.2``, ``1e-3``).
+#: Stricter than ``float()``: no ``1_0``, no non-ASCII digits, no ``inf``/``nan``, so every spec
+#: has one meaning and one spelling.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def parse_number(text: str) -> float:
+    """``text`` as a finite float; ``ValueError`` unless it is a plain decimal number."""
+    t = text.strip() if isinstance(text, str) else text
+    if not isinstance(t, str) or not _NUMBER.fullmatch(t):
+        raise ValueError(f"not a number: {text!r}")
+    v = float(t)
+    if not math.isfinite(v):
+        raise ValueError(f"not a finite number: {text!r}")
+    return v
+
+
 def split_args(args: list[str], spec: str) -> tuple[list[str], dict[str, str]]:
     pos, opts = [], {}
     for a in args:
         if "=" in a:
             k, v = a.split("=", 1)
-            opts[k.strip().lower()] = v.strip().lower()
+            k = k.strip().lower()
+            if k in opts:
+                raise ValueError(f"optimization {spec!r}: option {k!r} is given more than once; give it once")
+            opts[k] = v.strip().lower()
         else:
             pos.append(a.strip())
     return pos, opts
@@ -138,13 +160,15 @@ def split_args(args: list[str], spec: str) -> tuple[list[str], dict[str, str]]:
 def parse_numbers(values: list[str], spec: str, what: str, usage: str) -> tuple[float, ...]:
     if not values:
         raise ValueError(f"optimization {spec!r}: missing {what}; {usage}")
-    try:
-        out = tuple(float(v) for v in values)
-    except ValueError:
-        raise ValueError(f"optimization {spec!r}: {what} must be numbers, got {values}; {usage}") from None
-    if any(not math.isfinite(v) for v in out):
-        raise ValueError(f"optimization {spec!r}: {what} must be finite; {usage}")
-    return out
+    out = []
+    for v in values:
+        try:
+            out.append(parse_number(v))
+        except ValueError:
+            raise ValueError(
+                f"optimization {spec!r}: {what} must be finite decimal numbers (e.g. 0.2, 4, 1e-3), got {values}; {usage}"
+            ) from None
+    return tuple(out)
 
 
 def parse_ratios(values: list[str], spec: str, usage: str) -> tuple[float, ...]:
@@ -237,6 +261,16 @@ def _replace(updates: ClientUpdates, dense, tables) -> ClientUpdates:
 # -- Quant / QuantS --------------------------------------------------------------------------------
 QUANT_USAGE = ("use quant:1:2:4 | quant:1:2:8 | quant:1:4:16 (Table 1) or quant:bits:B_LOW:...:B_HIGH "
                "(1-32 bits, 32 = unquantised), optionally :noise=auto|exact|gaussian and :scope=update|tensor")
+QUANT_NOISE = ("auto", "exact", "gaussian")
+QUANT_SCOPE = ("update", "tensor")
+
+
+def quant_usage(name: str = "quant") -> str:
+    """:data:`QUANT_USAGE` for ``quant`` or ``quants`` (whose bit widths start at 2: a sign bit
+    and at least one magnitude bit)."""
+    if name == "quants":
+        return QUANT_USAGE.replace("quant:", "quants:").replace("(1-32 bits", "(2-32 bits")
+    return QUANT_USAGE
 
 
 class Quant(PerTier):
@@ -246,9 +280,15 @@ class Quant(PerTier):
 
     def __init__(self, spec: str, bits: tuple[int, ...], noise: str = "auto", scope: str = "update"):
         low = 2 if self.signed else 1
+        usage = quant_usage(self.name)
         for b in bits:
-            if b != int(b) or not low <= b <= 32:
-                raise ValueError(f"optimization {spec!r}: bit widths must be integers in [{low}, 32], got {b:g}; {QUANT_USAGE}")
+            if (not isinstance(b, numbers.Real) or isinstance(b, bool) or not math.isfinite(b) or b != int(b)
+                    or not low <= b <= 32):
+                shown = f"{b:g}" if isinstance(b, numbers.Real) else repr(b)
+                raise ValueError(f"optimization {spec!r}: bit widths must be integers in [{low}, 32], got {shown}; {usage}")
+        for option, value, allowed in (("noise", noise, QUANT_NOISE), ("scope", scope, QUANT_SCOPE)):
+            if value not in allowed:
+                raise ValueError(f"optimization {spec!r}: option {option} must be one of {list(allowed)}, got {value!r}")
         super().__init__(spec, tuple(int(b) for b in bits))
         self.noise = noise
         self.scope = scope  # "update": one range for the whole update (RF² §4.3); "tensor": one per tensor

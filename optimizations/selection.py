@@ -39,10 +39,20 @@ class Overselect(Optimization):
     def selection_size(self, k: int) -> int:
         return k + math.ceil(self.fraction * k)
 
+    def kept(self, n: int) -> int:
+        """Of ``n`` candidates keep the ``k`` whose overselection gave them: the largest ``k >= 1``
+        with ``selection_size(k) <= n`` (exactly K in a full round; fewer in an epoch's short last one)."""
+        keep = max(1, math.floor(n / (1 + self.fraction)))
+        while keep > 1 and self.selection_size(keep) > n:
+            keep -= 1
+        while keep < n and self.selection_size(keep + 1) <= n:
+            keep += 1
+        return keep
+
     def participants(self, contexts: list[ClientContext], round_time=None) -> list[ClientContext]:
         if round_time is None:
             raise ValueError("overselect needs the system model to rank candidates by speed")
         n = len(contexts)
-        keep = max(1, round(n / (1 + self.fraction)))
+        keep = self.kept(n)
         order = np.argsort(np.asarray(round_time(contexts)), kind="stable")[:keep]
         return [contexts[i] for i in sorted(order)]

@@ -190,13 +190,22 @@ def cmd_tiers(args: argparse.Namespace) -> int:
 
 def cmd_download(args: argparse.Namespace) -> int:
     from rf2.data.fetch import fetch
+    from rf2.data.loading import download_release
     from rf2.data.movielens import ML100K
+    from rf2.data.movielens_1m import ML1M_RELEASE
+    from rf2.data.movielens_20m import RELEASES
 
-    specs = {"ml-100k": ML100K}
-    if args.dataset not in specs:
-        raise CLIError(f"no official download for {args.dataset!r}; downloadable: {sorted(specs)}")
-    path = fetch(specs[args.dataset], url=args.url)
-    print(f"{args.dataset}: files verified (sha256) and cached in {path}")
+    releases = {"ml-1m": ML1M_RELEASE, **RELEASES}
+    downloadable = sorted(["ml-100k", *releases])
+    if args.dataset == "ml-100k":
+        path = fetch(ML100K, url=args.url)
+        print(f"ml-100k: files verified (sha256) and cached in {path}")
+    elif args.dataset in releases:
+        path = download_release(releases[args.dataset], url=args.url)
+        print(f"{args.dataset}: archive verified (md5 published by GroupLens) and cached in {path}")
+    else:
+        hint = " (Taobao needs a login: see the README's Data section)" if args.dataset == "taobao" else ""
+        raise CLIError(f"no official download for {args.dataset!r}{hint}; downloadable: {downloadable}")
     return 0
 
 

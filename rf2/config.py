@@ -21,6 +21,13 @@ def _f(default, help: str, **kw):
 ENGINES = ("batched", "reference")
 
 
+def _finite_positive(v) -> bool:
+    try:
+        return 0 < float(v) < float("inf")
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str = _f("ml-100k", "dataset name (see `rf2 list`)")
@@ -41,46 +48,78 @@ class RunConfig:
     system_options: dict = _f({}, "device profile overrides per tier, e.g. {low = {upload_mbps = 2.0}} (rf2.system)")
     engine: str = _f("batched", "how client updates are computed: batched (vmap, fast) | reference (loop)")
     eval_batch_size: int = _f(65536, "test events scored per forward pass")
+    ranking_k: int = _f(0, "also rank every item per user: NDCG@K and Recall@K per tier (0: off; HeteFedRec: 20)")
 
     def __post_init__(self) -> None:
+        for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine"):
+            v = getattr(self, name)
+            if not isinstance(v, str):
+                raise ValueError(f"config: {name} must be a string, got {v!r}")
         positive_ints = ("n_tiers", "clients_per_round", "epochs", "local_steps", "eval_batch_size")
         for name in positive_ints:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"config: {name} must be an integer >= 1, got {v!r}")
-        if self.n_tiers < 2:
-            raise ValueError(f"config: n_tiers must be >= 2, got {self.n_tiers}")
-        if not isinstance(self.max_rounds, int) or self.max_rounds < 0:
-            raise ValueError(f"config: max_rounds must be an integer >= 0 (0 = no limit), got {self.max_rounds!r}")
+        from tier_mapping import MAX_TIERS
+
+        if not 2 <= self.n_tiers <= MAX_TIERS:
+            raise ValueError(f"config: n_tiers must be an integer in [2, {MAX_TIERS}] (RF²: 3), got {self.n_tiers}")
+        for name in ("seed", "max_rounds", "ranking_k"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                hint = " (0 = no limit)" if name == "max_rounds" else ""
+                raise ValueError(f"config: {name} must be an integer >= 0{hint}, got {v!r}")
         for name in ("client_lr", "server_lr"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not v > 0 or v != v or v == float("inf"):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite_positive(v):
                 raise ValueError(f"config: {name} must be a positive finite number, got {v!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"config: engine must be one of {ENGINES}, got {self.engine!r}")
         for name in ("dataset_options", "model_options", "system_options"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"config: {name} must be a table/dict, got {getattr(self, name)!r}")
+            v = getattr(self, name)
+            if not isinstance(v, dict):
+                raise ValueError(f"config: {name} must be a table/dict, got {v!r}")
+            bad = [k for k in v if not isinstance(k, str)]
+            if bad:
+                raise ValueError(f"config: {name} keys must be strings (option names), got {bad}")
         # names: checked against the registries, so a typo fails before any data is loaded
         from optimizations import parse_optimization
-        from tier_mapping import parse_mapping
+        from tier_mapping import parse_mapping, tier_names
 
         from rf2.data import DATASETS, dataset_options
-        from rf2.models import model_options
+        from rf2.models import MODELS, model_options
         from rf2.servers import SERVER_OPTIMIZERS
+        from rf2.system import SystemModel
 
         if self.dataset not in DATASETS:
             raise ValueError(f"config: unknown dataset {self.dataset!r}; available: {sorted(DATASETS)}")
         bad = sorted(set(self.dataset_options) - set(dataset_options(self.dataset)))
         if bad:
-            raise ValueError(f"config: dataset {self.dataset!r} has no option(s) {bad}; its options: {sorted(dataset_options(self.dataset))}")
+            raise ValueError(f"config: dataset_options: dataset {self.dataset!r} has no option(s) {bad}; "
+                             f"its options: {sorted(dataset_options(self.dataset))}")
+        check = getattr(DATASETS[self.dataset], "check_options", None)
+        if callable(check):  # a loader may check option values without loading anything
+            try:
+                check(**self.dataset_options)
+            except ValueError as exc:
+                raise ValueError(f"config: dataset_options: {exc}") from None
+        if self.model not in MODELS:
+            raise ValueError(f"config: unknown model {self.model!r}; available: {sorted(MODELS)}")
         bad = sorted(set(self.model_options) - set(model_options(self.model)))
         if bad:
-            raise ValueError(f"config: model {self.model!r} has no option(s) {bad}; its options: {sorted(model_options(self.model))}")
+            raise ValueError(f"config: model_options: model {self.model!r} has no option(s) {bad}; "
+                             f"its options: {sorted(model_options(self.model))}")
         if self.server_optimizer not in SERVER_OPTIMIZERS:
             raise ValueError(f"config: server_optimizer must be one of {sorted(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}")
         parse_mapping(self.mapping)
-        parse_optimization(self.optimization)
+        names = tier_names(self.n_tiers)
+        # the optimisation must fit the run's tiers (one value per tier for prune/quant/channel)
+        parse_optimization(self.optimization).validate(names)
+        try:
+            SystemModel(names, self.system_options)
+        except (TypeError, ValueError) as exc:  # e.g. a profile field that is not a number
+            msg = str(exc)
+            raise ValueError(f"config: {msg}" if msg.startswith("system_options") else f"config: system_options: {msg}") from None
 
     # -- (de)serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -91,8 +130,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"config: expected a table of settings, got {d!r}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known, key=repr)
         if unknown:
             raise ValueError(f"config: unknown setting(s) {unknown}; known settings: {sorted(known)}")
         return cls(**d)
@@ -108,9 +149,13 @@ class RunConfig:
 def load_toml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path} is a directory; give a TOML file") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"config file {path} is not UTF-8 text, so not TOML ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
     if section is not None:

@@ -88,6 +88,9 @@ class Simulation:
         self.tiers = tiers if tiers is not None else map_tiers(self.dataset, config.mapping, config.n_tiers, seed=config.seed)
         if self.tiers.n_users != self.dataset.n_users:
             raise ValueError(f"tier assignment covers {self.tiers.n_users} users, the dataset has {self.dataset.n_users}")
+        if self.tiers.n_tiers != config.n_tiers:
+            raise ValueError(f"tier assignment {self.tiers.spec!r} has {self.tiers.n_tiers} tiers {list(self.tiers.names)}, "
+                             f"but the config has n_tiers={config.n_tiers}; make them agree")
         self.encoder = FeatureEncoder(self.dataset)
         self.model: RecModel = build_model(
             config.model, self.dataset.schema, seed=int_seed(config.seed, "model"), **config.model_options
@@ -96,10 +99,22 @@ class Simulation:
         self.params = {k: p.detach() for k, p in self.model.named_parameters()}
         self.optimization: Optimization = parse_optimization(config.optimization)
         self.optimization.validate(self.tiers.names)
+        self.optimization.setup(self.model, self.dataset, self.tiers, config.seed)
         self.server = make_server_optimizer(config.server_optimizer, config.server_lr)
         self.engine = make_engine(config.engine)
         self.system = SystemModel(self.tiers.names, config.system_options)
-        self.full_bits = 32.0 * sum(p.numel() for p in self.params.values())
+        # client-private parameters (RecModel.private_parameters): kept by their clients, never uploaded
+        self.private = set(self.model.private_parameters())
+        unknown = sorted(self.private - set(self.params))
+        if unknown:
+            raise ValueError(f"model {config.model!r} declares private parameters {unknown} it does not have")
+        self.private_tables = self.private & set(self.model.embedding_tables())
+        self.private_dense = self.private - self.private_tables
+        self.private_store: dict[str, dict[int, torch.Tensor]] = {k: {} for k in sorted(self.private_dense)}
+        if config.ranking_k and self.private_dense:
+            raise ValueError("ranking_k: full-ranking evaluation supports private embedding tables only, not private "
+                             f"dense parameters {sorted(self.private_dense)}; set ranking_k = 0")
+        self.full_bits = 32.0 * sum(p.numel() for k, p in self.params.items() if k not in self.private)
         T = self.tiers.n_tiers
         self.cost = {"upload_bits": np.zeros(T), "compute_s": np.zeros(T), "participations": np.zeros(T, dtype=np.int64),
                      "dropped": np.zeros(T, dtype=np.int64)}
@@ -120,7 +135,14 @@ class Simulation:
 
     def schedule(self) -> list[tuple[int, np.ndarray]]:
         cfg = self.config
-        selector = NoRepeatSelector(self.training_clients(), self.optimization.selection_size(cfg.clients_per_round), cfg.seed)
+        pool = self.training_clients()
+        size = self.optimization.selection_size(cfg.clients_per_round)
+        if size > pool.size:
+            k_max = max((k for k in range(1, pool.size + 1) if self.optimization.selection_size(k) <= pool.size), default=0)
+            raise ValueError(f"clients_per_round={cfg.clients_per_round} with optimization {self.optimization.spec!r} needs "
+                             f"{size} candidates per round, but only {pool.size} clients can train (with training data and "
+                             f"eligible under {self.optimization.spec!r}); choose clients_per_round between 1 and {k_max}")
+        selector = NoRepeatSelector(pool, size, cfg.seed)
         plan = [(e, chosen) for e in range(cfg.epochs) for chosen in selector.epoch(e)]
         return plan[: cfg.max_rounds] if cfg.max_rounds else plan
 
@@ -131,8 +153,13 @@ class Simulation:
         clients = np.array([c.client_id for c in contexts], dtype=np.int64)
         batch = RoundBatch.gather(ds, self.encoder, clients)
         masks = opt.client_masks(contexts, self.model)
+        loss_args = opt.client_loss_args(contexts, self.model)
+        private = {k: torch.stack([self.private_store[k].get(int(c), self.params[k]) for c in clients])
+                   for k in self.private_store} or None
         updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_steps, cfg.client_lr,
-                                             masks, summed=opt.is_linear())
+                                             masks, summed=opt.is_linear() and not self.private, private=private,
+                                             **({"loss_args": loss_args} if loss_args else {}))
+        updates = self.keep_private(updates, clients, private)
         updates = opt.encode(updates)
         bits = opt.upload_bits(updates).numpy()
         updates = opt.decode(updates)
@@ -154,6 +181,20 @@ class Simulation:
         return {"round": round_, "epoch": epoch, "selected": int(chosen.size), "participants": int(clients.size),
                 "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6,
                 "sim_round_s": float(costs.total_s.max())}
+
+    def keep_private(self, updates, clients: np.ndarray, private: dict | None):
+        """Each client keeps its trained private parameters (HeteFedRec §III): client-keyed table rows
+        are written back as trained; dense ones go to the client's own store. Returns the public rest."""
+        if not self.private:
+            return updates
+        public, dense, tables = updates.split_private(self.private)
+        with torch.no_grad():
+            for k, t in tables.items():
+                self.params[k].index_add_(0, t.rows, t.values)
+            for k, d in dense.items():
+                for i, c in enumerate(clients.tolist()):
+                    self.private_store[k][c] = private[k][i] + d[i]
+        return public
 
     def full_round_time(self, contexts) -> np.ndarray:
         """Each candidate's simulated time to train and upload the full 32-bit model (seconds)."""
@@ -208,6 +249,8 @@ class Simulation:
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
     def predict(self, idx: np.ndarray) -> np.ndarray:
+        if self.private_dense:
+            return self._predict_private(idx)
         was = self.model.training
         self.model.eval()
         out = []
@@ -216,6 +259,25 @@ class Simulation:
         self.model.train(was)
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
+    def _predict_private(self, idx: np.ndarray) -> np.ndarray:
+        """Scores with each user's own private dense parameters (one forward pass per user)."""
+        from torch.func import functional_call
+
+        was = self.model.training
+        self.model.eval()
+        out = np.zeros(idx.size, dtype=np.float32)
+        users = self.dataset.user[idx]
+        order = np.argsort(users, kind="stable")
+        bounds = np.flatnonzero(np.diff(users[order])) + 1
+        for part in np.split(order, bounds):
+            if part.size == 0:
+                continue
+            u = int(users[part[0]])
+            p = {**self.params, **{k: self.private_store[k].get(u, self.params[k]) for k in self.private_store}}
+            out[part] = functional_call(self.model, p, (self.encoder.encode(idx[part]),)).numpy()
+        self.model.train(was)
+        return out
+
     def evaluate(self) -> TierMetrics:
         ds = self.dataset
         idx = ds.test_index
@@ -223,7 +285,14 @@ class Simulation:
         if not np.isfinite(logits).all():
             raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} test predictions are not finite")
         users = ds.user[idx]
-        return tier_metrics(ds.label[idx], logits, self.tiers.tier[users], users, self.tiers.names)
+        metrics = tier_metrics(ds.label[idx], logits, self.tiers.tier[users], users, self.tiers.names)
+        if self.config.ranking_k:
+            from rf2.evaluation.ranking import ranking_metrics
+
+            ranking = ranking_metrics(self.model, ds, self.encoder, self.tiers.tier, self.tiers.names,
+                                      k=self.config.ranking_k)
+            metrics = TierMetrics(pd.concat([metrics.frame, ranking], ignore_index=True), metrics.tier_names)
+        return metrics
 
 
 def run(config: RunConfig, **kw) -> RunResult:

@@ -57,7 +57,7 @@ class SweepSpec:
             if not isinstance(s, int) or isinstance(s, bool):
                 raise ValueError(f"sweep: seeds must be integers, got {s!r}")
         expand_optimizations(list(self.optimizations))
-        RunConfig.from_dict(dict(self.base))  # validates every base setting now, not mid-sweep
+        self.configs()  # validates every run's settings now (e.g. a preset against n_tiers), not mid-sweep
 
     @property
     def optimization_list(self) -> list[str]:
@@ -101,8 +101,18 @@ class SweepSpec:
         return "\n".join(lines) + "\n"
 
 
+#: settings added after rf2 0.1: left out of a run's id while at their default, so the ids (and
+#: finished runs) of existing results directories stay valid.
+LATER_FIELDS = ("ranking_k",)
+
+
 def run_id(cfg: RunConfig) -> str:
-    digest = hashlib.sha1(cfg.to_json().encode()).hexdigest()[:10]
+    d = cfg.to_dict()
+    defaults = RunConfig()
+    for k in LATER_FIELDS:
+        if d.get(k) == getattr(defaults, k):
+            d.pop(k)
+    digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{cfg.mapping}__{cfg.optimization}__seed{cfg.seed}")
     return f"{slug}__{digest}"
 

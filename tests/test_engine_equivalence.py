@@ -111,3 +111,37 @@ def test_summed_shortcut_equals_fedavg_of_reference(synth, with_masks):
     per_client = BatchedEngine().client_updates(model, params, batch, [None] * 12, 1, 0.7, masks)
     assert torch.allclose(fast_u.loss, per_client.loss, atol=1e-6)
     assert torch.equal(fast_u.entry_counts(), per_client.entry_counts())
+
+
+@pytest.mark.parametrize("dataset,model,opts", [
+    ("synth", "dlrm", {}), ("ml100k", "dlrm", {}), ("synth", "dlrm", {"top_hidden": (32, 16), "bottom_hidden": (8,)}),
+])
+def test_flat_path_equals_vmap_and_reference(request, dataset, model, opts):
+    ds = request.getfixturevalue(dataset)
+    batch = round_of(ds, 40, seed=5)
+    m = build_model(model, ds.schema, seed=3, **opts)
+    params = {k: p.detach().clone() for k, p in m.named_parameters()}
+    ctx = [None] * batch.n_clients
+    ref = ReferenceEngine().client_updates(m, params, batch, ctx, 1, 0.7)
+    vm = BatchedEngine(flat=False).client_updates(m, params, batch, ctx, 1, 0.7)
+    # a tiny cell budget forces many buckets in the per-client weight sums
+    flat = BatchedEngine(flat=True, max_cells=500).client_updates(m, params, batch, ctx, 1, 0.7)
+    assert_same_updates(ref, flat)
+    assert_same_updates(vm, flat)
+    assert all(v.abs().max() > 0 for k, v in ref.dense.items() if k.endswith("weight"))
+
+
+def test_flat_path_is_taken_only_where_it_is_exact(synth, monkeypatch):
+    batch = round_of(synth, 8)
+    m = build_model("dlrm", synth.schema, seed=1)
+    params = {k: p.detach().clone() for k, p in m.named_parameters()}
+    used = []
+    real = BatchedEngine.flat_updates
+    monkeypatch.setattr(BatchedEngine, "flat_updates", lambda self, *a, **k: used.append(1) or real(self, *a, **k))
+    eng = BatchedEngine()
+    eng.client_updates(m, params, batch, [None] * 8, 1, 1.0)
+    assert used == [1]
+    eng.client_updates(m, params, batch, [None] * 8, 2, 1.0)  # several local steps: vmap
+    masks = {"top.linears.0.weight": torch.ones((8, *params["top.linears.0.weight"].shape), dtype=torch.bool)}
+    eng.client_updates(m, params, batch, [None] * 8, 1, 1.0, masks)  # sub-models: vmap
+    assert used == [1]

@@ -97,3 +97,4 @@ def test_results_carry_costs():
     per = bt["upload_mb"] / bt["participations"]
     assert per["low"] / per["high"] == pytest.approx(8 / 32, rel=0.01)
     assert res.metrics.overall["sim_wall_h"] > 0
+

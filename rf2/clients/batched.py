@@ -28,7 +28,7 @@ from torch.func import functional_call, grad, vmap
 from rf2.models import RecModel
 
 from .batch import RoundBatch
-from .reference import table_index_columns
+from .reference import has_client_loss, table_index_columns
 from .updates import ClientUpdates, TableRows
 
 
@@ -74,12 +74,29 @@ class _LocalTable:
             start += b - a
 
 
+def linear_owners(model: RecModel, names) -> dict[str, str] | None:
+    """Parameter name -> owning ``nn.Linear`` module name, if every one of ``names`` is the weight
+    or bias of an ``nn.Linear`` (the flat path's requirement); else ``None``."""
+    mods = dict(model.named_modules())
+    out = {}
+    for k in names:
+        mod, _, leaf = k.rpartition(".")
+        if not isinstance(mods.get(mod), torch.nn.Linear) or leaf not in ("weight", "bias"):
+            return None
+        out[k] = mod
+    return out
+
+
 class BatchedEngine:
+    """``flat``: one local step on a model whose dense parameters all belong to ``nn.Linear``
+    layers (DLRM, NCF) takes the *flat* path (:meth:`flat_updates`); otherwise ``vmap``."""
+
     name = "batched"
 
-    def __init__(self, slack: float = 0.25, max_cells: int = 4_000_000):
+    def __init__(self, slack: float = 0.25, max_cells: int = 4_000_000, flat: bool = True):
         self.slack = slack
         self.max_cells = max_cells
+        self.flat = flat
 
     def client_updates(
         self,
@@ -91,11 +108,28 @@ class BatchedEngine:
         lr: float,
         masks: dict[str, torch.Tensor] | None = None,
         summed: bool = False,
+        private: dict[str, torch.Tensor] | None = None,
+        loss_args: dict[str, torch.Tensor] | None = None,
     ) -> ClientUpdates:
         """Per-client updates; with ``summed`` (the optimisation is linear, see
-        ``Optimization.is_linear``) and one local step, only their FedAvg aggregate."""
-        if summed and local_steps == 1:
+        ``Optimization.is_linear``) and one local step, only their FedAvg aggregate. ``private``:
+        ``[C, *shape]`` each client's own value of its dense private parameters. ``loss_args``:
+        ``[C, ...]`` per-client arguments of the model's own ``client_loss`` (see
+        :func:`rf2.clients.reference.client_loss`); such models never take the summed shortcut."""
+        custom = has_client_loss(model)
+        if loss_args and not custom:
+            raise ValueError(f"per-client loss arguments {sorted(loss_args)} given, but model {type(model).__name__} "
+                             "has no client_loss(params, X, y, weights, ...) to take them")
+        loss_args = loss_args or {}
+        private = private or {}
+        if summed and private:
+            raise ValueError("summed updates cannot carry per-client private parameters")
+        if summed and local_steps == 1 and not custom:
             return self.summed_update(model, params, batch, contexts, lr, masks)
+        if self.flat and local_steps == 1 and masks is None and not private and not custom:
+            owners = linear_owners(model, [k for k in params if k not in table_index_columns(model)])
+            if owners is not None:
+                return self.flat_updates(model, params, batch, contexts, lr, owners)
         was_training = model.training
         model.eval()
         C = batch.n_clients
@@ -111,7 +145,9 @@ class BatchedEngine:
         out_tables = {k: torch.empty((int(lt.ptr[-1]), params[k].shape[1]), dtype=params[k].dtype) for k, lt in local.items()}
         losses = torch.empty(C)
 
-        def loss_fn(p, Xc, yc, wc):
+        def loss_fn(p, Xc, yc, wc, la):
+            if custom:
+                return model.client_loss(p, Xc, yc, wc, **la)
             logits = functional_call(model, p, (Xc,))
             return (F.binary_cross_entropy_with_logits(logits, yc, reduction="none") * wc).sum()
 
@@ -132,7 +168,8 @@ class BatchedEngine:
             yb = torch.zeros((Cb, n_max))
             yb[valid] = batch.y[pos[valid]]
             wb = valid.to(torch.float32) / counts[b].to(torch.float32)[:, None]
-            p = {k: params[k].detach().expand(Cb, *params[k].shape) for k in dense_names}
+            p = {k: private[k][b].detach() if k in private else params[k].detach().expand(Cb, *params[k].shape)
+                 for k in dense_names}
             table_slots = {}
             for k, lt in local.items():
                 u_max = int(lt.counts[b].max())
@@ -141,13 +178,14 @@ class BatchedEngine:
                 rows = torch.where(slot >= 0, lt.rows[slot.clamp_min(0)], 0)
                 p[k] = params[k].detach()[rows]  # [Cb, u_max, D]
             m = {} if masks is None else {k: v[b] for k, v in masks.items()}
+            la = {k: v[b] for k, v in loss_args.items()}
             p0 = {k: v.clone() for k, v in p.items()}
             for step in range(local_steps):
                 eff = masked(p, m)
                 if step == 0:
                     with torch.no_grad():
-                        losses[b] = loss_vm(eff, Xb, yb, wb)
-                g = step_fn(eff, Xb, yb, wb)
+                        losses[b] = loss_vm(eff, Xb, yb, wb, la)
+                g = step_fn(eff, Xb, yb, wb, la)
                 p = {k: v - lr * (g[k] * m[k] if k in m else g[k]) for k, v in p.items()}
             for k in dense_names:
                 out_dense[k][b] = p[k] - p0[k]
@@ -163,6 +201,107 @@ class BatchedEngine:
             tables={k: TableRows(ptr=lt.ptr, rows=lt.rows, values=out_tables[k], n_rows=params[k].shape[0])
                     for k, lt in local.items()},
             masks=masks,
+            loss=losses,
+        )
+
+    def flat_updates(self, model, params, batch: RoundBatch, contexts, lr: float, owners: dict[str, str]) -> ClientUpdates:
+        """Every client's one-step update from ONE forward/backward pass over the pooled samples.
+
+        With one step, ``Δ_c = -lr ∇ L_c(θ)`` where ``L_c`` is client ``c``'s mean loss; all clients
+        start from the same ``θ``, so a single pass over ``Σ_c L_c`` computes every per-sample
+        quantity. What must stay per client:
+
+        * **embedding tables**: all clients' local tables (:class:`_LocalTable`) are stacked into
+          one *flat* table whose rows each belong to one client; the gradient of the pooled loss
+          with respect to it *is* every client's table gradient. Sequence padding (index 0) points
+          at a constant row of its own, so padding masks still see index 0;
+        * **linear layers**: a weight's gradient is ``Σ_s g_s a_sᵀ`` (output gradient times input,
+          per sample); the per-client sums are batched matrix products over each client's samples
+          (bucketed by size like the vmap path); a bias's is the per-client sum of ``g_s``.
+
+        Equal to the reference to float tolerance (``tests/test_engine_equivalence.py``).
+        """
+        was_training = model.training
+        model.eval()
+        C = batch.n_clients
+        counts = batch.counts()
+        seg = batch.segment()
+        S = seg.numel()
+        schema = model.schema
+        seq_cols = set()
+        for f in schema.sequences:
+            a, b = schema.columns[f.name]
+            seq_cols.update(range(a, b))
+        X = batch.X.clone()
+        # linear weights require grad only so their outputs join the graph (their own, pooled,
+        # gradients are never asked for, so autograd does not compute them)
+        p = {k: v.detach().requires_grad_(k in owners) for k, v in params.items()}
+        leaves, local = {}, {}
+        for k, cols in table_index_columns(model).items():
+            lt = _LocalTable(batch.X, seg, C, cols, params[k].shape[0])
+            if int(lt.ptr[-1]) + 1 >= 2**24:
+                raise ValueError("flat path: too many touched rows for float32 indices; use fewer clients per round")
+            flat_idx = 1 + lt.ptr[seg][:, None] + lt.local_index
+            start = 0
+            for a, b in cols:
+                part = flat_idx[:, start : start + (b - a)]
+                if a in seq_cols:
+                    part = torch.where(batch.X[:, a:b] == 0, 0, part)
+                X[:, a:b] = part.to(X.dtype)
+                start += b - a
+            leaves[k] = params[k].detach()[lt.rows].clone().requires_grad_(True)
+            p[k] = torch.cat([params[k].detach()[:1], leaves[k]])
+            local[k] = lt
+        modules = dict(model.named_modules())
+        calls: dict[str, list] = {m: [] for m in set(owners.values())}
+
+        def capture(m):
+            def hook(mod, inp, out):
+                calls[m].append((inp[0], out))
+                return out.clone()  # what follows may act in place (ReLU(inplace)); keep `out` intact
+            return hook
+
+        hooks = [modules[m].register_forward_hook(capture(m)) for m in calls]
+        try:
+            logits = functional_call(model, p, (X,))
+        finally:
+            for h in hooks:
+                h.remove()
+        w = (1.0 / counts.to(torch.float32))[seg]
+        per_sample = F.binary_cross_entropy_with_logits(logits, batch.y, reduction="none")
+        outs = [out for m in calls for _, out in calls[m]]
+        grads = torch.autograd.grad((per_sample * w).sum(), list(leaves.values()) + outs)
+        g_tables = dict(zip(leaves, grads[: len(leaves)]))
+        g_out = iter(grads[len(leaves):])
+        dense = {k: torch.zeros((C, *params[k].shape), dtype=params[k].dtype) for k in owners}
+        buckets = [torch.from_numpy(b) for b in plan_buckets(counts.numpy(), self.slack, self.max_cells)]
+        for m in calls:
+            wname, bname = f"{m}.weight", f"{m}.bias"
+            for inp, _ in calls[m]:
+                g = next(g_out)
+                a2 = inp.detach().reshape(-1, inp.shape[-1])
+                g2 = g.reshape(-1, g.shape[-1])
+                r = a2.shape[0] // S  # rows per sample (1 unless the layer sees [B, T, in])
+                if bname in dense:
+                    dense[bname].index_add_(0, seg.repeat_interleave(r) if r > 1 else seg, g2)
+                if wname in dense:
+                    ptr = batch.ptr * r
+                    for b in buckets:
+                        n_max = int(counts[b].max()) * r
+                        pos = self.ptr_positions(ptr, b, n_max)
+                        ok = (pos >= 0).unsqueeze(-1)
+                        A = torch.where(ok, a2[pos.clamp_min(0)], 0.0)
+                        G = torch.where(ok, g2[pos.clamp_min(0)], 0.0)
+                        dense[wname][b] += torch.bmm(G.transpose(1, 2), A)
+        if was_training:
+            model.train()
+        losses = torch.zeros(C).index_add_(0, seg, per_sample.detach()) / counts.to(torch.float32)
+        return ClientUpdates(
+            contexts=list(contexts),
+            weights=counts.to(torch.float32),
+            dense={k: -lr * dense[k] for k in params if k in dense},
+            tables={k: TableRows(ptr=lt.ptr, rows=lt.rows, values=-lr * g_tables[k], n_rows=params[k].shape[0])
+                    for k, lt in local.items()},
             loss=losses,
         )
 

@@ -35,8 +35,22 @@ def touched_rows(X: torch.Tensor, columns: list[tuple[int, int]]) -> torch.Tenso
     return torch.unique(torch.cat([idx, torch.zeros(1, dtype=torch.long)]))
 
 
-def client_loss(model: RecModel, params: dict[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def client_loss(model: RecModel, params: dict[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor,
+                loss_args: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean BCE of the client's samples; a model with its own ``client_loss(params, X, y, weights,
+    **loss_args)`` (e.g. ``hetencf``) computes it instead, with weights ``1/n`` per sample."""
+    if has_client_loss(model):
+        w = torch.full_like(y, 1.0 / y.numel())
+        return model.client_loss(params, X, y, w, **(loss_args or {}))
+    if loss_args:
+        raise ValueError(f"per-client loss arguments {sorted(loss_args)} given, but model {type(model).__name__} "
+                         "has no client_loss(params, X, y, weights, ...) to take them")
     return F.binary_cross_entropy_with_logits(functional_call(model, params, (X,)), y)
+
+
+def has_client_loss(model: RecModel) -> bool:
+    """Whether the model defines its own per-client training loss (see :func:`client_loss`)."""
+    return callable(getattr(model, "client_loss", None))
 
 
 class ReferenceEngine:
@@ -52,6 +66,8 @@ class ReferenceEngine:
         lr: float,
         masks: dict[str, torch.Tensor] | None = None,
         summed: bool = False,  # ignored: the reference always computes every client's update
+        private: dict[str, torch.Tensor] | None = None,  # [C, *shape] each client's own private values
+        loss_args: dict[str, torch.Tensor] | None = None,  # [C, ...] per-client args of model.client_loss
     ) -> ClientUpdates:
         was_training = model.training
         model.eval()  # no dropout; batch norm (deepctr's Dice) uses fixed statistics
@@ -62,17 +78,18 @@ class ReferenceEngine:
         losses = []
         for c in range(batch.n_clients):
             X, y = batch.client(c)
-            local = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+            start = {k: private[k][c] if private and k in private else v for k, v in params.items()}
+            local = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
             for step in range(local_steps):
                 eff = local if masks is None else {k: v * masks[k][c] if k in masks else v for k, v in local.items()}
-                loss = client_loss(model, eff, X, y)
+                loss = client_loss(model, eff, X, y, loss_args and {k: v[c] for k, v in loss_args.items()})
                 if step == 0:
                     losses.append(loss.detach())
                 grads = torch.autograd.grad(loss, list(local.values()))
                 with torch.no_grad():
                     local = {k: (v - lr * g).requires_grad_(True) for (k, v), g in zip(local.items(), grads)}
             for k, v in local.items():
-                delta = (v - params[k]).detach()
+                delta = (v - start[k]).detach()
                 if k in tables:
                     r = touched_rows(X, tables[k])
                     rows[k].append(r)

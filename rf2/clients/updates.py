@@ -115,6 +115,25 @@ class ClientUpdates:
         out.update({k: t.to_dense(client) for k, t in self.tables.items()})
         return out
 
+    def split_private(self, names) -> tuple["ClientUpdates", dict[str, torch.Tensor], dict[str, TableRows]]:
+        """Remove client-private parameters (never uploaded, never averaged): returns the public
+        updates and the private ones (dense ``[C, *shape]`` and tables), for the client to keep."""
+        names = set(names)
+        if not names:
+            return self, {}, {}
+        if self.summed is not None:
+            raise ValueError("summed updates hold no per-client private parameters")
+        dense = {k: v for k, v in self.dense.items() if k in names}
+        tables = {k: t for k, t in self.tables.items() if k in names}
+        public = replace(
+            self,
+            dense={k: v for k, v in self.dense.items() if k not in names},
+            tables={k: t for k, t in self.tables.items() if k not in names},
+            masks=None if self.masks is None else {k: v for k, v in self.masks.items() if k not in names},
+            shapes={k: v for k, v in self.shapes.items() if k not in names},
+        )
+        return public, dense, tables
+
     def select(self, keep: torch.Tensor) -> "ClientUpdates":
         """The updates of the clients where ``keep`` (bool ``[C]``) is true."""
         if self.summed is not None:

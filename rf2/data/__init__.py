@@ -12,8 +12,11 @@ from .dataset import DataFormatError, InteractionDataset
 from .encoding import FeatureEncoder
 from .fetch import ChecksumError, DataNotFoundError
 from .movielens import load_ml100k
+from .movielens_1m import load_ml1m, load_ml1m_implicit
+from .movielens_20m import load_ml20m, load_ml25m
 from .schema import DenseFeature, Schema, SequenceFeature, SparseFeature
 from .synthetic import make_synthetic
+from .taobao import load_taobao
 
 DATASETS: dict[str, Callable[..., InteractionDataset]] = {}
 
@@ -24,6 +27,11 @@ def register_dataset(name: str, loader: Callable[..., InteractionDataset]) -> No
 
 register_dataset("ml-100k", load_ml100k)
 register_dataset("synthetic", make_synthetic)
+register_dataset("ml-1m", load_ml1m)
+register_dataset("ml-1m-implicit", load_ml1m_implicit)
+register_dataset("ml-20m", load_ml20m)
+register_dataset("ml-25m", load_ml25m)
+register_dataset("taobao", load_taobao)
 
 
 def dataset_options(name: str) -> dict[str, object]:

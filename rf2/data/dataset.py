@@ -119,12 +119,20 @@ class InteractionDataset:
     # -- checks ---------------------------------------------------------------------------------
     def validate(self) -> None:
         """Raise :class:`DataFormatError` naming the first problem found."""
+        for part in ("events", "users", "items"):
+            if not isinstance(getattr(self, part), pd.DataFrame):
+                raise DataFormatError(f"{self.name}: {part} must be a pandas DataFrame, got {type(getattr(self, part)).__name__}")
         ev = self.events
         missing = [c for c in EVENT_COLUMNS if c not in ev.columns]
         if missing:
             raise DataFormatError(f"{self.name}: events lack columns {missing}; required: {list(EVENT_COLUMNS)}")
         if len(ev) == 0:
             raise DataFormatError(f"{self.name}: the interaction log is empty")
+        for col in ("user", "item", "label", "timestamp"):
+            if not _is_integral(ev[col].to_numpy()):
+                raise DataFormatError(f"{self.name}: event column {col!r} must hold integers (no NaN), got dtype {ev[col].dtype}")
+        if ev["is_test"].dtype != bool:
+            raise DataFormatError(f"{self.name}: event column 'is_test' must be boolean, got dtype {ev['is_test'].dtype}")
         user, item = ev["user"].to_numpy(), ev["item"].to_numpy()
         if user.min() < 0 or user.max() >= self.n_users:
             raise DataFormatError(f"{self.name}: event user ids must lie in [0, {self.n_users}); got {user.min()}..{user.max()}")
@@ -142,7 +150,13 @@ class InteractionDataset:
         frames = {"user": self.users, "item": self.items, "event": self.events}
         if isinstance(f, SequenceFeature):
             if f.source == "history":
-                recorded = self.items[f.name.removeprefix("hist_")].to_numpy()
+                target = f.name.removeprefix("hist_")
+                if target not in self.items.columns:
+                    raise DataFormatError(f"{self.name}: history feature {f.name!r} records item feature {target!r}, "
+                                          f"which the item table lacks (columns {list(self.items.columns)})")
+                recorded = self.items[target].to_numpy()
+                if not _is_integral(recorded):
+                    raise DataFormatError(f"{self.name}: item feature {target!r} must hold integers (no NaN)")
                 if recorded.min() < 1:
                     raise DataFormatError(
                         f"{self.name}: item feature {f.name.removeprefix('hist_')!r} is recorded in the click "
@@ -161,13 +175,28 @@ class InteractionDataset:
                 raise DataFormatError(f"{self.name}: feature {f.name!r} not found in the {f.source} table")
             values = frame[f.name].to_numpy()
         if isinstance(f, (SparseFeature, SequenceFeature)):
+            if not _is_integral(np.asarray(values)):
+                raise DataFormatError(f"{self.name}: feature {f.name!r} must hold integer codes (no NaN), got dtype "
+                                      f"{np.asarray(values).dtype}")
             if values.size and (values.min() < 0 or values.max() >= f.vocab_size):
                 raise DataFormatError(
                     f"{self.name}: feature {f.name!r} values {values.min()}..{values.max()} "
                     f"outside its vocabulary [0, {f.vocab_size})"
                 )
-        elif isinstance(f, DenseFeature) and not np.isfinite(values.astype(np.float64)).all():
-            raise DataFormatError(f"{self.name}: dense feature {f.name!r} has NaN or infinite values")
+        elif isinstance(f, DenseFeature):
+            if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+                raise DataFormatError(f"{self.name}: dense feature {f.name!r} must be numeric, got dtype {values.dtype}")
+            if not np.isfinite(values.astype(np.float64)).all():
+                raise DataFormatError(f"{self.name}: dense feature {f.name!r} has NaN or infinite values")
+
+
+def _is_integral(values: np.ndarray) -> bool:
+    """Integer (or bool) values; floats only if every value is a whole number (no NaN)."""
+    if values.dtype == bool or np.issubdtype(values.dtype, np.integer):
+        return True
+    if np.issubdtype(values.dtype, np.floating):
+        return bool(np.isfinite(values).all() and (values == np.floor(values)).all())
+    return False
 
 
 def _is_sorted(*keys: np.ndarray) -> bool:

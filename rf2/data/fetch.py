@@ -79,6 +79,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "rf2")
 
 
+def _expand(path: str | os.PathLike, what: str) -> Path:
+    """``path`` with ``~``/``~user`` expanded; an unknown user is a :class:`DataNotFoundError`."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError as exc:  # pathlib: "Could not determine home directory." for ~nobody
+        raise DataNotFoundError(f"{what} {os.fspath(path)!r}: cannot expand '~' ({exc}); give the folder's full path") from None
+
+
 def _holds(folder: Path, files: tuple[str, ...]) -> bool:
     return folder.is_dir() and all((folder / f).is_file() for f in files)
 
@@ -87,7 +95,7 @@ def locate(spec: DataSpec, path: str | os.PathLike | None = None, download: bool
     """Find ``spec``'s files following the search order above."""
     digests = dict(spec.remote.sha256) if spec.remote else {}
     if path is not None:
-        p = Path(path).expanduser()
+        p = _expand(path, f"{spec.name}: data path")
         for cand in (p, p / spec.name):
             if _holds(cand, spec.files):
                 return Located(cand, "files", f"explicit path {cand}", digests)
@@ -99,7 +107,7 @@ def locate(spec: DataSpec, path: str | os.PathLike | None = None, download: bool
     tried = []
     env = os.environ.get(ENV_DATA_DIR)
     if env:
-        cand = Path(env).expanduser() / spec.name
+        cand = _expand(env, f"{spec.name}: ${ENV_DATA_DIR}") / spec.name
         if _holds(cand, spec.files):
             return Located(cand, "files", f"${ENV_DATA_DIR} ({cand})", digests)
         tried.append(f"${ENV_DATA_DIR}/{spec.name} = {cand}")

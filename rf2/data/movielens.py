@@ -14,8 +14,12 @@ the same dataset (``tests/test_data_movielens.py`` checks this against the Group
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
-from dataclasses import dataclass
+import math
+import numbers
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -90,40 +94,79 @@ class RawMovieLens:
     ratings: pd.DataFrame  # user_raw, item_raw, rating, timestamp
     users: pd.DataFrame  # user_raw, age, gender, occupation (any may be absent)
     items: pd.DataFrame  # item_raw, genres (tuple of names)
+    #: where each frame came from ("ratings", "users", "items" -> file path), for error messages
+    files: dict[str, str] = field(default_factory=dict)
+
+
+#: what each GroupLens file must hold, for error messages
+UDATA_FORMAT = "u.data (user id, item id, rating 1-5, timestamp: 4 tab-separated integers per line)"
+UUSER_FORMAT = "u.user (user id|age|gender M/F|occupation|zip code)"
+UITEM_FORMAT = f"u.item (movie id|title|release date|video release date|IMDb URL|{len(GENRES)} genre flags 0/1: 24 fields)"
 
 
 def _read_table(path: Path, what: str, **kw) -> pd.DataFrame:
     try:
         return pd.read_csv(path, header=None, **kw)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{path}: not a valid {what} file ({exc})") from exc
+    except (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+        # ValueError covers pandas' EmptyDataError and non-integer ids; OverflowError an id or
+        # timestamp beyond int64
+        raise DataFormatError(f"{path}: not a valid {what} file ({_short(exc)})") from exc
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    if isinstance(exc, OverflowError):
+        return "a number is too large for a 64-bit integer"
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _check_ratings(ratings: pd.DataFrame, path: Path, what: str) -> None:
+    """MovieLens-100K ratings are whole stars, 1 to 5."""
+    if ratings.empty:
+        raise DataFormatError(f"{path}: no ratings (the file is empty); expected {what}")
+    bad = ~ratings["rating"].between(1, 5)
+    if bad.any():
+        found = sorted(set(ratings.loc[bad, "rating"].tolist()))[:5]
+        raise DataFormatError(f"{path}: ratings must be whole stars 1..5, found {found}; expected {what}")
 
 
 def read_ml100k_files(folder: Path) -> RawMovieLens:
-    """Read GroupLens' original ``u.data``, ``u.user``, ``u.item``."""
+    """Read GroupLens' original ``u.data``, ``u.user``, ``u.item``.
+
+    The files are plain separated values without quoting (a ``"`` in a title is a character); only
+    empty fields count as missing. Any departure from the format is a :class:`DataFormatError`
+    naming the file."""
     folder = Path(folder)
+    plain = {"quoting": csv.QUOTE_NONE, "keep_default_na": False, "na_values": [""]}
     ratings = _read_table(
-        folder / "u.data", "u.data (user id, item id, rating, timestamp; tab-separated integers)",
+        folder / "u.data", UDATA_FORMAT,
         sep="\t", names=["user_raw", "item_raw", "rating", "timestamp"],
-        dtype={"user_raw": np.int64, "item_raw": np.int64, "rating": np.int64, "timestamp": np.int64},
+        dtype={"user_raw": np.int64, "item_raw": np.int64, "rating": np.int64, "timestamp": np.int64}, **plain,
     )
+    _check_ratings(ratings, folder / "u.data", UDATA_FORMAT)
     users = _read_table(
-        folder / "u.user", "u.user (user id|age|gender|occupation|zip code)", sep="|",
-        names=["user_raw", "age", "gender", "occupation", "zip"], dtype={"user_raw": np.int64, "age": np.int64, "zip": str},
+        folder / "u.user", UUSER_FORMAT, sep="|",
+        names=["user_raw", "age", "gender", "occupation", "zip"],
+        dtype={"user_raw": np.int64, "age": np.int64, "gender": str, "occupation": str, "zip": str}, **plain,
     )
+    if users.empty:
+        raise DataFormatError(f"{folder / 'u.user'}: no users (the file is empty); expected {UUSER_FORMAT}")
     item_cols = ["item_raw", "title", "release", "video_release", "url", *[f"g{i}" for i in range(len(GENRES))]]
     items = _read_table(
-        folder / "u.item", f"u.item (movie id|title|release date|video release date|URL|{len(GENRES)} genre flags)",
-        sep="|", names=item_cols, encoding="latin-1", dtype={"item_raw": np.int64},
+        folder / "u.item", UITEM_FORMAT,
+        sep="|", names=item_cols, encoding="latin-1", dtype={"item_raw": np.int64}, **plain,
     )
+    if items.empty:
+        raise DataFormatError(f"{folder / 'u.item'}: no movies (the file is empty); expected {UITEM_FORMAT}")
     flags = items[[f"g{i}" for i in range(len(GENRES))]]
     if flags.isna().any().any() or not flags.isin([0, 1]).all().all():
-        raise DataFormatError(f"{folder / 'u.item'}: genre flags must be {len(GENRES)} columns of 0/1")
+        raise DataFormatError(f"{folder / 'u.item'}: genre flags must be {len(GENRES)} columns of 0/1; expected {UITEM_FORMAT}")
     genres = [tuple(GENRES[j] for j in np.flatnonzero(row)) for row in flags.to_numpy()]
     return RawMovieLens(
         ratings=ratings,
         users=users[["user_raw", "age", "gender", "occupation"]],
         items=pd.DataFrame({"item_raw": items["item_raw"], "genres": genres}),
+        files={"ratings": str(folder / "u.data"), "users": str(folder / "u.user"), "items": str(folder / "u.item")},
     )
 
 
@@ -134,35 +177,54 @@ def read_ml100k_recbole(folder: Path) -> RawMovieLens:
     def atomic(name: str, want: dict[str, str]) -> pd.DataFrame:
         path = folder / name
         try:
-            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise DataFormatError(f"{path}: not a valid RecBole atomic file ({exc})") from exc
-        df.columns = [c.split(":")[0] for c in df.columns]
+            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+        except (ValueError, OverflowError, pd.errors.ParserError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataFormatError(f"{path}: not a valid RecBole atomic file ({_short(exc)})") from exc
+        df.columns = [str(c).split(":")[0] for c in df.columns]
         missing = [c for c in want if c not in df.columns]
         if missing:
-            raise DataFormatError(f"{path}: missing columns {missing}")
+            raise DataFormatError(f"{path}: missing columns {missing}; expected a header with {list(want)}")
+        if df.columns.duplicated().any():
+            raise DataFormatError(f"{path}: duplicate columns {sorted(set(df.columns[df.columns.duplicated()]))}")
         return df[list(want)].rename(columns=want)
 
+    def numeric(df: pd.DataFrame, columns: dict[str, str], path: Path) -> pd.DataFrame:
+        """Columns as int64 (``int``: integers; ``whole``: numbers with no fractional part, e.g. 3.0)."""
+        out = {}
+        for col, kind in columns.items():
+            v = df[col]
+            try:
+                x = pd.to_numeric(v, errors="raise") if kind == "whole" else v.astype(np.int64)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise DataFormatError(f"{path}: column {col!r} must hold integers ({_short(exc)})") from None
+            if kind == "whole":
+                x = x.to_numpy(dtype=np.float64)
+                if not np.isfinite(x).all() or (x != np.floor(x)).any() or (np.abs(x) >= 2.0**63).any():
+                    raise DataFormatError(f"{path}: column {col!r} must hold whole numbers")
+                x = x.astype(np.int64)
+            out[col] = x
+        return df.assign(**out)
+
+    inter_path = folder / "ml-100k.inter"
     inter = atomic("ml-100k.inter", {"user_id": "user_raw", "item_id": "item_raw", "rating": "rating", "timestamp": "timestamp"})
-    try:
-        ratings = pd.DataFrame({
-            "user_raw": inter["user_raw"].astype(np.int64),
-            "item_raw": inter["item_raw"].astype(np.int64),
-            "rating": inter["rating"].astype(float).astype(np.int64),
-            "timestamp": inter["timestamp"].astype(float).astype(np.int64),
-        })
-    except ValueError as exc:
-        raise DataFormatError(f"{folder / 'ml-100k.inter'}: non-numeric ids, ratings or timestamps ({exc})") from exc
+    ratings = numeric(inter, {"user_raw": "int", "item_raw": "int", "rating": "whole", "timestamp": "whole"}, inter_path)
+    _check_ratings(ratings, inter_path, "ml-100k.inter (user_id, item_id, rating 1-5, timestamp)")
     users = atomic("ml-100k.user", {"user_id": "user_raw", "age": "age", "gender": "gender", "occupation": "occupation"})
-    users = users.astype({"user_raw": np.int64, "age": np.int64})
+    if users.empty:
+        raise DataFormatError(f"{folder / 'ml-100k.user'}: no users")
+    users = numeric(users, {"user_raw": "int", "age": "int"}, folder / "ml-100k.user")
     items = atomic("ml-100k.item", {"item_id": "item_raw", "class": "genres"})
+    if items.empty:
+        raise DataFormatError(f"{folder / 'ml-100k.item'}: no movies")
+    items = numeric(items, {"item_raw": "int"}, folder / "ml-100k.item")
     return RawMovieLens(
-        ratings=ratings,
+        ratings=ratings[["user_raw", "item_raw", "rating", "timestamp"]].reset_index(drop=True),
         users=users,
         items=pd.DataFrame({
-            "item_raw": items["item_raw"].astype(np.int64),
+            "item_raw": items["item_raw"].to_numpy(),
             "genres": [tuple(g.split()) for g in items["genres"]],
         }),
+        files={"ratings": str(inter_path), "users": str(folder / "ml-100k.user"), "items": str(folder / "ml-100k.item")},
     )
 
 
@@ -170,9 +232,14 @@ def _encode(values: pd.Series, vocab: tuple[str, ...], what: str, where: str) ->
     lookup = {v: i for i, v in enumerate(vocab)}
     codes = values.map(lookup)
     if codes.isna().any():
-        bad = sorted(set(values[codes.isna()].astype(str)))[:5]
+        bad = sorted(set(values[codes.isna()].fillna("").astype(str)))[:5]
         raise DataFormatError(f"{where}: unknown {what} values {bad}; expected one of {list(vocab)}")
     return codes.to_numpy(dtype=np.int32)
+
+
+def _file(raw: RawMovieLens, role: str, name: str) -> str:
+    """The file a frame of ``raw`` came from (``role``: ratings, users, items), for messages."""
+    return raw.files.get(role) or f"{name} {role}"
 
 
 def build_movielens(
@@ -184,27 +251,38 @@ def build_movielens(
     source: str = "",
 ) -> InteractionDataset:
     """RF² preprocessing of raw MovieLens frames into the canonical dataset."""
-    if history_maxlen < 1:
-        raise ValueError(f"history_maxlen must be >= 1, got {history_maxlen}")
+    check_options(click_threshold=click_threshold, test_fraction=test_fraction, history_maxlen=history_maxlen)
     r = raw.ratings
+    ratings_file, users_file, items_file = (_file(raw, role, name) for role in ("ratings", "users", "items"))
     if r.empty:
-        raise DataFormatError(f"{name}: no ratings")
+        raise DataFormatError(f"{ratings_file}: no ratings")
     if not r["rating"].between(0, 5).all():
-        raise DataFormatError(f"{name}: ratings must be 0..5 stars, found {r['rating'].min()}..{r['rating'].max()}")
-    if not 1 <= click_threshold <= 5:
-        raise ValueError(f"click_threshold must be a star rating in 1..5, got {click_threshold}")
+        raise DataFormatError(f"{ratings_file}: ratings must be 0..5 stars, found {r['rating'].min()}..{r['rating'].max()}")
     if r.duplicated(["user_raw", "item_raw"]).any():
-        raise DataFormatError(f"{name}: a user rates a movie at most once; found duplicate (user, movie) pairs")
+        first = r.loc[r.duplicated(["user_raw", "item_raw"]), ["user_raw", "item_raw"]].iloc[0].tolist()
+        raise DataFormatError(
+            f"{ratings_file}: a user rates a movie at most once; found duplicate (user, movie) pairs, e.g. {first}"
+        )
+    for frame, key, where, what in ((raw.users, "user_raw", users_file, "user"), (raw.items, "item_raw", items_file, "movie")):
+        dup = frame[key].duplicated()
+        if dup.any():
+            raise DataFormatError(f"{where}: every {what} id must appear once; {sorted(set(frame.loc[dup, key].tolist()))[:5]} repeat")
+    if "age" in raw.users and len(raw.users) and (raw.users["age"] < 0).any():
+        raise DataFormatError(f"{users_file}: ages must be integers >= 0, found {int(raw.users['age'].min())}")
 
     user_ids = np.sort(raw.users["user_raw"].unique()) if len(raw.users) else np.sort(r["user_raw"].unique())
     item_ids = np.sort(raw.items["item_raw"].unique())
     unknown_users = ~np.isin(r["user_raw"].to_numpy(), user_ids)
     unknown_items = ~np.isin(r["item_raw"].to_numpy(), item_ids)
     if unknown_users.any() or unknown_items.any():
-        raise DataFormatError(
-            f"{name}: {int(unknown_users.sum())} ratings name users and {int(unknown_items.sum())} name movies "
-            f"that the user/movie files do not list"
-        )
+        problems = []
+        if unknown_users.any():
+            ids = sorted(set(r["user_raw"].to_numpy()[unknown_users].tolist()))[:5]
+            problems.append(f"{int(unknown_users.sum())} name users that {users_file} does not list (e.g. {ids})")
+        if unknown_items.any():
+            ids = sorted(set(r["item_raw"].to_numpy()[unknown_items].tolist()))[:5]
+            problems.append(f"{int(unknown_items.sum())} name movies that {items_file} does not list (e.g. {ids})")
+        raise DataFormatError(f"{ratings_file}: " + "; ".join(problems))
     user = np.searchsorted(user_ids, r["user_raw"].to_numpy()).astype(np.int32)
     item = np.searchsorted(item_ids, r["item_raw"].to_numpy()).astype(np.int32)
     timestamp = r["timestamp"].to_numpy(dtype=np.int64)
@@ -224,14 +302,17 @@ def build_movielens(
     for i, gl in enumerate(genre_lists):
         codes = [lookup.get(g) for g in gl]
         if None in codes or len(codes) > MAX_GENRES:
-            raise DataFormatError(f"{name}: movie {item_ids[i]} has genres {gl}; expected at most {MAX_GENRES} of {list(GENRES)}")
+            raise DataFormatError(f"{items_file}: movie {item_ids[i]} has genres {gl}; expected at most {MAX_GENRES} of {list(GENRES)}")
         genres[i, : len(codes)] = codes
     items = pd.DataFrame({"movie_id": np.arange(1, n_items + 1, dtype=np.int32)}, index=pd.RangeIndex(n_items, name="item"))
 
-    users_raw = raw.users.set_index("user_raw").loc[user_ids]
+    if len(raw.users):
+        users_raw = raw.users.set_index("user_raw").loc[user_ids]
+    else:  # a dataset without user features: the users are those who rate
+        users_raw = pd.DataFrame(index=pd.Index(user_ids, name="user_raw"))
     users = pd.DataFrame(index=pd.RangeIndex(len(user_ids), name="user"))
     features: list = []
-    where = f"{name} user file"
+    where = users_file
     if "age" in users_raw:
         users["age_bucket"] = (np.searchsorted(AGE_BUCKETS, users_raw["age"].to_numpy(), side="right") - 1).astype(np.int32)
         features.append(SparseFeature("age_bucket", len(AGE_BUCKETS), "user"))
@@ -263,6 +344,30 @@ def build_movielens(
     )
 
 
+def check_options(
+    path=None,
+    download: bool = False,
+    click_threshold: int = 5,
+    test_fraction: float = 0.2,
+    history_maxlen: int = 50,
+    verify: bool = True,
+) -> None:
+    """Check the options of :func:`load_ml100k` without reading anything (``ValueError`` naming
+    the option and its allowed values)."""
+    if path is not None and (not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip()):
+        raise ValueError(f"path must be a folder (a non-empty string or path) or None, got {path!r}")
+    for opt, v in (("download", download), ("verify", verify)):
+        if not isinstance(v, bool):
+            raise ValueError(f"{opt} must be true or false, got {v!r}")
+    if not isinstance(click_threshold, numbers.Integral) or isinstance(click_threshold, bool) or not 1 <= click_threshold <= 5:
+        raise ValueError(f"click_threshold must be a star rating: an integer in 1..5, got {click_threshold!r}")
+    if (not isinstance(test_fraction, numbers.Real) or isinstance(test_fraction, bool)
+            or not math.isfinite(test_fraction) or not 0 <= test_fraction < 1):
+        raise ValueError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}")
+    if not isinstance(history_maxlen, numbers.Integral) or isinstance(history_maxlen, bool) or history_maxlen < 1:
+        raise ValueError(f"history_maxlen must be an integer >= 1, got {history_maxlen!r}")
+
+
 def load_ml100k(
     path: str | None = None,
     download: bool = False,
@@ -274,10 +379,16 @@ def load_ml100k(
     """MovieLens-100K (943 users, 1,682 movies, 100,000 ratings), RF² preprocessing.
 
     ``verify`` checks the files against their pinned sha256 before reading (a truncated or
-    modified copy is an error); ``verify=False`` reads a modified copy on purpose.
+    modified copy is an error); ``verify=False`` reads a modified copy on purpose. A file that
+    does not have the GroupLens format is a :class:`DataFormatError` naming it.
     """
+    check_options(path, download, click_threshold, test_fraction, history_maxlen, verify)
     found = locate(ML100K, path=path, download=download)
     if verify:
         verify_files(found, ("ml-100k.inter", "ml-100k.user", "ml-100k.item") if found.kind == "recbole" else ML100K.files)
     raw = read_ml100k_recbole(found.path) if found.kind == "recbole" else read_ml100k_files(found.path)
     return build_movielens(raw, "ml-100k", click_threshold, test_fraction, history_maxlen, source=found.origin)
+
+
+#: lets :class:`rf2.config.RunConfig` check dataset options when a config is made
+load_ml100k.check_options = check_options  # type: ignore[attr-defined]

@@ -41,6 +41,7 @@ def make_synthetic(
     click_rate: float = 0.2,
     test_fraction: float = 0.2,
     history_maxlen: int = 50,
+    user_id: bool = False,
     seed: int = 0,
 ) -> InteractionDataset:
     """Generate the synthetic dataset (see the module docstring)."""
@@ -126,7 +127,12 @@ def make_synthetic(
         "item_id": np.arange(1, n_items + 1, dtype=np.int32),
         "log_price": ((log_price - log_price.mean()) / log_price.std()).astype(np.float32),
     }, index=pd.RangeIndex(n_items, name="item"))
+    features = []
+    if user_id:  # a user-id feature (user index + 1), for models with a private user embedding (NCF)
+        users.insert(0, "user_id", np.arange(1, n_users + 1, dtype=np.int32))
+        features.append(SparseFeature("user_id", n_users + 1, "user"))
     schema = Schema((
+        *features,
         SparseFeature("region", n_clusters, "user"),
         SparseFeature("age_bucket", 7, "user"),
         SparseFeature("gender", 2, "user"),

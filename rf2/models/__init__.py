@@ -13,7 +13,10 @@ import torch
 from rf2.data.schema import Schema
 
 from .base import HiddenLayer, RecModel
+from .din import DIN
 from .dlrm import DLRM
+from .ncf import NCF
+from .zoo import ZOO
 
 MODELS: dict[str, Callable[..., RecModel]] = {}
 
@@ -23,6 +26,11 @@ def register_model(name: str, builder: Callable[..., RecModel]) -> None:
 
 
 register_model("dlrm", DLRM)
+register_model("ncf", NCF)
+from .hetencf import HeteNCF; register_model("hetencf", HeteNCF)  # noqa: E402,E702  HeteFedRec (optimizations.hetefedrec)
+register_model("din", DIN)
+for _name, _cls in ZOO.items():  # deepctr-torch models (rf2.models.zoo)
+    register_model(_name, _cls)
 
 
 def model_options(name: str) -> dict[str, object]:

@@ -15,6 +15,7 @@ seed, so construction never changes global RNG state and the same seed gives the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -44,6 +45,17 @@ class RecModel(nn.Module):
 
     def hidden_layers(self) -> list[HiddenLayer]:
         return []
+
+    def private_parameters(self) -> set[str]:
+        """Parameters that stay on their client (HeteFedRec §III: e.g. the user embedding): never
+        uploaded, compressed or averaged; each client keeps its own value across rounds.
+
+        * an **embedding table** listed here is *client-keyed*: row ``r`` belongs to the one client
+          whose data indexes it (e.g. a ``user_id`` table), so the global table simply stores every
+          client's private row, and a client's trained rows are written back as they are;
+        * any other (dense) parameter is stored per client, starting from the initial value.
+        """
+        return set()
 
 
 def deepctr_columns(schema: Schema, embedding_dim: int) -> list:
@@ -83,6 +95,14 @@ def pooled_embeddings(X: torch.Tensor, schema: Schema, tables: nn.ModuleDict) ->
                 pooled = pooled / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
         out.append(pooled)
     return out
+
+
+def pooled_embeddings_of(X: torch.Tensor, schema: Schema, tables: nn.ModuleDict, features) -> list[torch.Tensor]:
+    """:func:`pooled_embeddings` for some of the schema's features only (``features``, in their
+    order; dense features are skipped), e.g. every feature but the click history, which DIN pools
+    with attention instead."""
+    view = SimpleNamespace(features=tuple(features), columns=schema.columns)
+    return pooled_embeddings(X, view, tables)
 
 
 def dense_inputs(X: torch.Tensor, schema: Schema) -> torch.Tensor | None:

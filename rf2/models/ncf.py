@@ -1,0 +1,88 @@
+"""NCF as HeteFedRec uses it (Eq. 5): ``r̂_ij = σ(FFN([u_i, v_j]))``.
+
+* ``u_i``: the user's embedding, a **client-private** parameter (HeteFedRec §III, Eq. 1-4): it
+  lives on the user's device across rounds and is never uploaded or averaged. Here it is the
+  ``user_id`` embedding table, declared private and client-keyed (row ``i`` is user ``i``'s); see
+  :meth:`rf2.models.base.RecModel.private_parameters`;
+* ``v_j``: the item embedding table (public, aggregated);
+* FFN: layers ``[2N, 8, 8]`` (HeteFedRec §V-D: the input of width 2N, then two hidden layers of
+  8 with ReLU), then one output unit, the logit;
+* trained with binary cross-entropy on implicit feedback with sampled negatives (1:4, done by the
+  dataset, e.g. ``ml-1m-implicit``).
+
+Only the user-id and item-id features are read; every other feature of the schema is ignored.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rf2.data.schema import Schema, SparseFeature
+
+from .base import HiddenLayer, RecModel
+
+
+class NCF(RecModel):
+    def __init__(
+        self,
+        schema: Schema,
+        embedding_dim: int = 32,  # N; HeteFedRec uses 8/16/32 on ML-1M
+        hidden: tuple[int, ...] = (8, 8),  # HeteFedRec §V-D: [2N, 8, 8]
+        user_feature: str = "user_id",
+        item_feature: str = "",  # "": the first item-side sparse feature (e.g. movie_id)
+        private_user: bool = True,
+        embedding_init_std: float = 0.01,
+    ):
+        super().__init__()
+        sparse = {f.name: f for f in schema.features if isinstance(f, SparseFeature)}
+        if user_feature not in sparse:
+            raise ValueError(
+                f"ncf: the dataset has no sparse user feature {user_feature!r} (NCF needs a user id; "
+                f"datasets with one: ml-1m-implicit, synthetic with user_id=True); sparse features: {sorted(sparse)}"
+            )
+        if not item_feature:
+            items = [f.name for f in schema.features if isinstance(f, SparseFeature) and f.source == "item"]
+            if not items:
+                raise ValueError("ncf: the dataset has no item-side sparse feature to use as the item id")
+            item_feature = items[0]
+        if item_feature not in sparse:
+            raise ValueError(f"ncf: no sparse feature {item_feature!r}; sparse features: {sorted(sparse)}")
+        if embedding_dim < 1 or not hidden or min(hidden) < 1:
+            raise ValueError(f"ncf: embedding_dim and hidden widths must be >= 1, got {embedding_dim}, {hidden}")
+        self.schema = schema
+        self.embedding_dim = embedding_dim
+        self.user_feature, self.item_feature = sparse[user_feature], sparse[item_feature]
+        self.private_user = private_user
+        self.embedding_dict = nn.ModuleDict({
+            f.table: nn.Embedding(f.vocab_size, embedding_dim) for f in (self.user_feature, self.item_feature)
+        })
+        for emb in self.embedding_dict.values():
+            nn.init.normal_(emb.weight, std=embedding_init_std)
+        widths = (2 * embedding_dim, *hidden)
+        self.ffn = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.out = nn.Linear(widths[-1], 1)
+        self._ucol = schema.columns[user_feature][0]
+        self._icol = schema.columns[item_feature][0]
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        u = self.embedding_dict[self.user_feature.table](X[:, self._ucol].long())
+        v = self.embedding_dict[self.item_feature.table](X[:, self._icol].long())
+        h = torch.cat([u, v], dim=1)
+        for lin in self.ffn:
+            h = torch.relu(lin(h))
+        return self.out(h).squeeze(-1)
+
+    def embedding_tables(self) -> dict[str, str]:
+        return {f"embedding_dict.{t}.weight": t for t in self.embedding_dict}
+
+    def private_parameters(self) -> set[str]:
+        return {f"embedding_dict.{self.user_feature.table}.weight"} if self.private_user else set()
+
+    def hidden_layers(self) -> list[HiddenLayer]:
+        n = len(self.ffn)
+        return [
+            HiddenLayer(name=f"ffn.{i}", width=lin.out_features,
+                        out_params=(f"ffn.{i}.weight", f"ffn.{i}.bias"),
+                        in_params=(f"ffn.{i + 1}.weight" if i + 1 < n else "out.weight",), first=(i == 0))
+            for i, lin in enumerate(self.ffn)
+        ]
