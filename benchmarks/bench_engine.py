@@ -63,7 +63,9 @@ def worker(dataset: str, k: int, method: str, rounds: int, seed: int) -> dict:
     model = build_model("dlrm", ds.schema, seed=0)
     params = {n: p.detach() for n, p in model.named_parameters()}
     clients = np.flatnonzero(ds.train_counts > 0)
-    plan = NoRepeatSelector(clients, k, seed).epoch(0)[: rounds + 1]
+    k = min(k, len(clients))  # K beyond the population: every client, every round (e.g. ML-100K, 943)
+    selector = NoRepeatSelector(clients, k, seed)
+    plan = [c for e in range(rounds + 1) for c in selector.epoch(e)][: rounds + 1]
     batches = [RoundBatch.gather(ds, enc, c) for c in plan]
     ref, bat = ReferenceEngine(), BatchedEngine()
     base = rss_mb()

@@ -36,7 +36,21 @@ def load_results(path: str | Path) -> pd.DataFrame:
     files = sorted(ResultsStore(path).finished().values())
     if not files:
         return pd.DataFrame(columns=[*RESULT_COLUMNS, *config_columns(), "run_id"])
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    return with_config_defaults(pd.concat([pd.read_csv(f) for f in files], ignore_index=True))
+
+
+def with_config_defaults(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows written before a setting existed get its default (the value those runs used), so
+    baselines still pair with their runs and no group is dropped for a missing key."""
+    defaults = RunConfig().to_dict()
+    for k, v in defaults.items():
+        if isinstance(v, (dict, list)):
+            continue
+        if k not in rows.columns:
+            rows[k] = v
+        elif rows[k].isna().any():
+            rows[k] = rows[k].fillna(v)
+    return rows
 
 
 def load_failures(path: str | Path) -> pd.DataFrame:

@@ -158,7 +158,7 @@ class Simulation:
                    for k in self.private_store} or None
         updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_steps, cfg.client_lr,
                                              masks, summed=opt.is_linear() and not self.private, private=private,
-                                             **({"loss_args": loss_args} if loss_args else {}))
+                                             loss_args=loss_args or None)
         updates = self.keep_private(updates, clients, private)
         updates = opt.encode(updates)
         bits = opt.upload_bits(updates).numpy()

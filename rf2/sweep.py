@@ -33,7 +33,7 @@ from tier_mapping import PAPER_MAPPINGS, map_tiers, parse_mapping
 from tier_mapping.report import report_for
 
 from rf2.config import RunConfig, load_toml
-from rf2.store import ResultsStore, atomic_write  # noqa: F401  (atomic_write: public here since v0.1)
+from rf2.store import ResultsStore
 
 AXES = ("mapping", "optimization", "seed")
 

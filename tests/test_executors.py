@@ -183,3 +183,20 @@ def test_ray_executor_equals_local(reference, tmp_path, capsys):
     assert_same_results(reference, sorted_rows(tmp_path))
     with capsys.disabled():
         print(f"\n[ray] local instance start {start:.1f}s, 6-run sweep {s.seconds:.1f}s")
+
+
+def test_runs_from_before_a_new_setting_still_pair_with_their_baselines(tmp_path):
+    Sweep(spec(mappings=("random",), optimizations=("exclude-lo",)), tmp_path, progress=False, executor="inprocess").run()
+    from rf2.results import mdac_table
+    from rf2.store import _sha256
+
+    # an older rf2 wrote the baseline without the `ranking_k` column
+    rec = next(p for p in (tmp_path / "runs").glob("random__none*.json"))
+    csv = rec.with_suffix(".csv")
+    old = pd.read_csv(csv).drop(columns=["ranking_k"])
+    csv.write_text(old.to_csv(index=False))
+    info = json.loads(rec.read_text())
+    info["csv_sha256"] = _sha256(csv.read_bytes())
+    rec.write_text(json.dumps(info))
+    table = mdac_table(load_results(tmp_path))
+    assert len(table) == 1 and np.isfinite(table["mdac"]).all()
