@@ -116,10 +116,7 @@ class BatchedEngine:
         ``[C, *shape]`` each client's own value of its dense private parameters. ``loss_args``:
         ``[C, ...]`` per-client arguments of the model's own ``client_loss`` (see
         :func:`rf2.clients.reference.client_loss`); such models never take the summed shortcut."""
-        custom = has_client_loss(model)
-        if loss_args and not custom:
-            raise ValueError(f"per-client loss arguments {sorted(loss_args)} given, but model {type(model).__name__} "
-                             "has no client_loss(params, X, y, weights, ...) to take them")
+        custom = has_client_loss(model, loss_args)
         loss_args = loss_args or {}
         private = private or {}
         if summed and private:

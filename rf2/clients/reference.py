@@ -39,18 +39,20 @@ def client_loss(model: RecModel, params: dict[str, torch.Tensor], X: torch.Tenso
                 loss_args: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """Mean BCE of the client's samples; a model with its own ``client_loss(params, X, y, weights,
     **loss_args)`` (e.g. ``hetencf``) computes it instead, with weights ``1/n`` per sample."""
-    if has_client_loss(model):
+    if has_client_loss(model, loss_args):
         w = torch.full_like(y, 1.0 / y.numel())
         return model.client_loss(params, X, y, w, **(loss_args or {}))
-    if loss_args:
-        raise ValueError(f"per-client loss arguments {sorted(loss_args)} given, but model {type(model).__name__} "
-                         "has no client_loss(params, X, y, weights, ...) to take them")
     return F.binary_cross_entropy_with_logits(functional_call(model, params, (X,)), y)
 
 
-def has_client_loss(model: RecModel) -> bool:
-    """Whether the model defines its own per-client training loss (see :func:`client_loss`)."""
-    return callable(getattr(model, "client_loss", None))
+def has_client_loss(model: RecModel, loss_args: dict | None = None) -> bool:
+    """Whether the model defines its own per-client training loss (see :func:`client_loss`);
+    per-client ``loss_args`` for a model without one are an error."""
+    custom = callable(getattr(model, "client_loss", None))
+    if loss_args and not custom:
+        raise ValueError(f"per-client loss arguments {sorted(loss_args)} given, but model {type(model).__name__} "
+                         "has no client_loss(params, X, y, weights, ...) to take them")
+    return custom
 
 
 class ReferenceEngine:
