@@ -145,3 +145,12 @@ def test_flat_path_is_taken_only_where_it_is_exact(synth, monkeypatch):
     masks = {"top.linears.0.weight": torch.ones((8, *params["top.linears.0.weight"].shape), dtype=torch.bool)}
     eng.client_updates(m, params, batch, [None] * 8, 1, 1.0, masks)  # sub-models: vmap
     assert used == [1]
+
+
+@pytest.mark.parametrize("engine", [ReferenceEngine, BatchedEngine])
+def test_loss_arguments_for_a_model_without_its_own_loss_are_refused(synth, engine):
+    batch = round_of(synth, 4)
+    m = build_model("dlrm", synth.schema, seed=0)
+    params = {k: p.detach().clone() for k, p in m.named_parameters()}
+    with pytest.raises(ValueError, match=r"\['size'\] given, but model DLRM has no client_loss"):
+        engine().client_updates(m, params, batch, [None] * 4, 1, 1.0, loss_args={"size": torch.zeros(4)})
