@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from rf2.data.schema import Schema, SparseFeature
+from rf2.data.schema import Schema
 
 from .base import RecModel
+from .ncf import id_features
 
 
 def decorrelation(V: torch.Tensor, weights: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
@@ -66,22 +67,10 @@ class HeteNCF(RecModel):
             raise ValueError(f"hetencf: sizes must be strictly increasing integers >= 1, e.g. (8, 16, 32); got {sizes}")
         if not hidden or min(hidden) < 1:
             raise ValueError(f"hetencf: hidden widths must be >= 1, got {hidden}")
-        sparse = {f.name: f for f in schema.features if isinstance(f, SparseFeature)}
-        if user_feature not in sparse:
-            raise ValueError(
-                f"hetencf: the dataset has no sparse user feature {user_feature!r} (datasets with one: "
-                f"ml-1m-implicit, synthetic with user_id=True); sparse features: {sorted(sparse)}"
-            )
-        if not item_feature:
-            items = [f.name for f in schema.features if isinstance(f, SparseFeature) and f.source == "item"]
-            if not items:
-                raise ValueError("hetencf: the dataset has no item-side sparse feature to use as the item id")
-            item_feature = items[0]
-        if item_feature not in sparse:
-            raise ValueError(f"hetencf: no sparse feature {item_feature!r}; sparse features: {sorted(sparse)}")
+        user, item = id_features(schema, user_feature, item_feature, "hetencf")
         self.schema = schema
         self.sizes = sizes
-        self.user_feature, self.item_feature = sparse[user_feature], sparse[item_feature]
+        self.user_feature, self.item_feature = user, item
         self.private_user = private_user
         n_l = sizes[-1]
         self.embedding_dict = nn.ModuleDict({self.user_feature.table: nn.Embedding(self.user_feature.vocab_size, n_l)})
@@ -104,8 +93,8 @@ class HeteNCF(RecModel):
         #: (x, h) pairs, h <= x: the size-h sub-model of a size-x client
         self.pairs = [(x, h) for x in range(len(sizes)) for h in range(x + 1)]
         self.register_buffer("user_size", torch.full((self.user_feature.vocab_size,), len(sizes) - 1, dtype=torch.long))
-        self._ucol = schema.columns[user_feature][0]
-        self._icol = schema.columns[item_feature][0]
+        self._ucol = schema.columns[user.name][0]
+        self._icol = schema.columns[item.name][0]
 
     # -- sizes -----------------------------------------------------------------------------------
     def assign_sizes(self, user_rows, size_index) -> None:

@@ -22,6 +22,25 @@ from rf2.data.schema import Schema, SparseFeature
 from .base import HiddenLayer, RecModel
 
 
+def id_features(schema: Schema, user_feature: str, item_feature: str, model: str) -> tuple[SparseFeature, SparseFeature]:
+    """The user-id and item-id sparse features an NCF-style model reads (``item_feature`` "": the
+    first item-side sparse feature), or a ValueError naming ``model`` and what the schema has."""
+    sparse = {f.name: f for f in schema.features if isinstance(f, SparseFeature)}
+    if user_feature not in sparse:
+        raise ValueError(
+            f"{model}: the dataset has no sparse user feature {user_feature!r} (NCF-style models need a user id; "
+            f"datasets with one: ml-1m-implicit, synthetic with user_id=True); sparse features: {sorted(sparse)}"
+        )
+    if not item_feature:
+        items = [f.name for f in sparse.values() if f.source == "item"]
+        if not items:
+            raise ValueError(f"{model}: the dataset has no item-side sparse feature to use as the item id")
+        item_feature = items[0]
+    if item_feature not in sparse:
+        raise ValueError(f"{model}: no sparse feature {item_feature!r}; sparse features: {sorted(sparse)}")
+    return sparse[user_feature], sparse[item_feature]
+
+
 class NCF(RecModel):
     def __init__(
         self,
@@ -34,24 +53,12 @@ class NCF(RecModel):
         embedding_init_std: float = 0.01,
     ):
         super().__init__()
-        sparse = {f.name: f for f in schema.features if isinstance(f, SparseFeature)}
-        if user_feature not in sparse:
-            raise ValueError(
-                f"ncf: the dataset has no sparse user feature {user_feature!r} (NCF needs a user id; "
-                f"datasets with one: ml-1m-implicit, synthetic with user_id=True); sparse features: {sorted(sparse)}"
-            )
-        if not item_feature:
-            items = [f.name for f in schema.features if isinstance(f, SparseFeature) and f.source == "item"]
-            if not items:
-                raise ValueError("ncf: the dataset has no item-side sparse feature to use as the item id")
-            item_feature = items[0]
-        if item_feature not in sparse:
-            raise ValueError(f"ncf: no sparse feature {item_feature!r}; sparse features: {sorted(sparse)}")
+        user, item = id_features(schema, user_feature, item_feature, "ncf")
         if embedding_dim < 1 or not hidden or min(hidden) < 1:
             raise ValueError(f"ncf: embedding_dim and hidden widths must be >= 1, got {embedding_dim}, {hidden}")
         self.schema = schema
         self.embedding_dim = embedding_dim
-        self.user_feature, self.item_feature = sparse[user_feature], sparse[item_feature]
+        self.user_feature, self.item_feature = user, item
         self.private_user = private_user
         self.embedding_dict = nn.ModuleDict({
             f.table: nn.Embedding(f.vocab_size, embedding_dim) for f in (self.user_feature, self.item_feature)
@@ -61,8 +68,8 @@ class NCF(RecModel):
         widths = (2 * embedding_dim, *hidden)
         self.ffn = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.out = nn.Linear(widths[-1], 1)
-        self._ucol = schema.columns[user_feature][0]
-        self._icol = schema.columns[item_feature][0]
+        self._ucol = schema.columns[user.name][0]
+        self._icol = schema.columns[item.name][0]
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         u = self.embedding_dict[self.user_feature.table](X[:, self._ucol].long())
