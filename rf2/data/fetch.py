@@ -169,39 +169,70 @@ def fetch(spec: DataSpec, url: str | None = None, timeout: float = 60.0) -> Path
     if spec.remote is None:
         raise DataNotFoundError(f"{spec.name} has no official download. {spec.manual_hint}")
     remote = spec.remote
-    url = url or remote.url
-    target = cache_dir() / spec.name
+    return download_archive(spec.name, url or remote.url, remote.folder, tuple(remote.sha256), remote.sha256,
+                            timeout=timeout)
+
+
+def download_archive(
+    name: str,
+    url: str,
+    folder: str,
+    files: tuple[str, ...],
+    sha256: dict[str, str],
+    md5: str | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Download a zip archive into ``<cache>/<name>/``; returns the folder.
+
+    The archive is streamed to a temporary file (its md5 compared with ``md5``, the publisher's,
+    when given), the ``files`` of its ``folder`` streamed out of it (each checked against its
+    pinned ``sha256``, where known), and the folder moved into the cache atomically: a failed or
+    corrupt download caches nothing.
+    """
+    target = cache_dir() / name
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-download-") as tmp:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-download-") as tmp:
         tmp = Path(tmp)
         archive = tmp / "archive.zip"
+        digest = hashlib.md5(usedforsecurity=False)
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp, open(archive, "wb") as out:
-                shutil.copyfileobj(resp, out)
+                while block := resp.read(1 << 20):
+                    digest.update(block)
+                    out.write(block)
         except (urllib.error.URLError, OSError) as exc:
             raise DataNotFoundError(
-                f"{spec.name}: download from {url} failed ({exc}). Check the connection, or put the files "
-                f"in {target} by hand."
+                f"{name}: download from {url} failed ({exc}). Check the connection, or put the files "
+                f"{list(files)} in {target} by hand."
             ) from exc
-        extracted = tmp / spec.name
+        if md5 is not None and digest.hexdigest() != md5:
+            raise ChecksumError(
+                f"{name}: the archive from {url} has md5 {digest.hexdigest()}, expected {md5} "
+                f"(published by the data owner next to the archive). The download is corrupt or not the "
+                f"official file; nothing was cached."
+            )
+        extracted = tmp / name
         extracted.mkdir()
         try:
             with zipfile.ZipFile(archive) as zf:
-                for name, expected in remote.sha256.items():
-                    member = f"{remote.folder}/{name}"
+                for file in files:
+                    member = f"{folder}/{file}"
+                    h = hashlib.sha256()
                     try:
-                        data = zf.read(member)
+                        with zf.open(member) as src, open(extracted / file, "wb") as dst:
+                            while block := src.read(1 << 20):
+                                h.update(block)
+                                dst.write(block)
                     except KeyError:
-                        raise ChecksumError(f"{spec.name}: the archive from {url} lacks {member}") from None
-                    actual = hashlib.sha256(data).hexdigest()
-                    if actual != expected:
+                        raise ChecksumError(f"{name}: the archive from {url} lacks {member}") from None
+                    expected = sha256.get(file)
+                    if expected is not None and h.hexdigest() != expected:
                         raise ChecksumError(
-                            f"{spec.name}: {name} from {url} has sha256 {actual}, expected {expected}. "
+                            f"{name}: {file} from {url} has sha256 {h.hexdigest()}, expected {expected}. "
                             f"The download is corrupt or not the official file; nothing was cached."
                         )
-                    (extracted / name).write_bytes(data)
         except zipfile.BadZipFile as exc:
-            raise ChecksumError(f"{spec.name}: {url} did not return a valid zip archive ({exc})") from exc
+            raise ChecksumError(f"{name}: {url} did not return a valid zip archive ({exc})") from exc
         if target.exists():
             shutil.rmtree(target)
         os.replace(extracted, target)

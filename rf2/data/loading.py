@@ -20,15 +20,9 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
-import hashlib
 import os
 import re
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -37,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import DataFormatError
-from .fetch import ChecksumError, DataNotFoundError, DataSpec, Located, cache_dir, locate
+from .fetch import DataNotFoundError, DataSpec, Located, download_archive, locate
 from .fetch import verify as verify_files
 
 
@@ -94,62 +88,11 @@ def check_files(found: Located, files: Sequence[str], verify: bool, unpinned_rea
 
 
 def download_release(release: ZipRelease, url: str | None = None, timeout: float = 60.0) -> Path:
-    """Download ``release`` into ``<cache>/<name>/``; returns the folder.
-
-    The archive is streamed to a temporary file, its md5 compared with the publisher's, the
-    listed files streamed out of it (each checked against its pinned sha256, if any), and the
-    folder moved into the cache atomically: a failed or corrupt download caches nothing.
-    ``url`` overrides the archive's URL (a mirror, or a local server in tests).
-    """
-    url = url or release.url
-    target = cache_dir() / release.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{release.name}-download-") as tmp:
-        tmp = Path(tmp)
-        archive = tmp / "archive.zip"
-        md5 = hashlib.md5(usedforsecurity=False)
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(archive, "wb") as out:
-                while block := resp.read(1 << 20):
-                    md5.update(block)
-                    out.write(block)
-        except (urllib.error.URLError, OSError) as exc:
-            raise DataNotFoundError(
-                f"{release.name}: download from {url} failed ({exc}). Check the connection, or put the "
-                f"files {list(release.files)} in {target} by hand."
-            ) from exc
-        if md5.hexdigest() != release.md5:
-            raise ChecksumError(
-                f"{release.name}: the archive from {url} has md5 {md5.hexdigest()}, expected {release.md5} "
-                f"(published by the data owner next to the archive). The download is corrupt or not the "
-                f"official file; nothing was cached."
-            )
-        extracted = tmp / release.name
-        extracted.mkdir()
-        try:
-            with zipfile.ZipFile(archive) as zf:
-                for name in release.files:
-                    member = f"{release.folder}/{name}"
-                    h = hashlib.sha256()
-                    try:
-                        with zf.open(member) as src, open(extracted / name, "wb") as dst:
-                            while block := src.read(1 << 20):
-                                h.update(block)
-                                dst.write(block)
-                    except KeyError:
-                        raise ChecksumError(f"{release.name}: the archive from {url} lacks {member}") from None
-                    expected = release.sha256.get(name)
-                    if expected is not None and h.hexdigest() != expected:
-                        raise ChecksumError(
-                            f"{release.name}: {name} from {url} has sha256 {h.hexdigest()}, expected "
-                            f"{expected}; nothing was cached."
-                        )
-        except zipfile.BadZipFile as exc:
-            raise ChecksumError(f"{release.name}: {url} did not return a valid zip archive ({exc})") from exc
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(extracted, target)
-    return target
+    """Download ``release`` into ``<cache>/<name>/`` (md5 of the archive and any pinned sha256
+    checked; nothing cached on failure, :func:`rf2.data.fetch.download_archive`); returns the folder.
+    ``url`` overrides the archive's URL (a mirror, or a local server in tests)."""
+    return download_archive(release.name, url or release.url, release.folder, tuple(release.files),
+                            dict(release.sha256), md5=release.md5, timeout=timeout)
 
 
 # -- reading delimited files ---------------------------------------------------------------------------
