@@ -1,7 +1,9 @@
 """Shared fixtures. Real data: ``RF2_DATA_DIR`` (CI points it at ../shared/data) or the recbole copy."""
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,27 @@ def ml100k():
 @pytest.fixture(scope="session")
 def synth():
     return make_synthetic(n_users=300, n_items=200, events_per_user=20, history_maxlen=8, seed=3)
+
+
+@pytest.fixture
+def server():
+    """A loopback HTTP server serving whatever bytes the test puts in ``payload``; yields
+    ``(state, url)`` (downloads never leave the machine)."""
+    state = {"payload": b""}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = state["payload"]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield state, f"http://127.0.0.1:{httpd.server_address[1]}/archive.zip"
+    httpd.shutdown()
+

@@ -1,9 +1,7 @@
 """Where data comes from: search order, offline errors, a sha256-checked download (from a local server)."""
 from __future__ import annotations
 
-import http.server
 import io
-import threading
 import zipfile
 from pathlib import Path
 
@@ -69,29 +67,6 @@ def make_zip(ml100k_files: Path, tamper: str | None = None) -> bytes:
                 data = data.replace(b"\t5\t", b"\t4\t", 1)
             zf.writestr(f"ml-100k/{name}", data)
     return buf.getvalue()
-
-
-@pytest.fixture
-def server():
-    """A loopback HTTP server serving whatever bytes the test puts in ``payload``."""
-    state = {"payload": b""}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            body = state["payload"]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield state, f"http://127.0.0.1:{httpd.server_address[1]}/ml-100k.zip"
-    httpd.shutdown()
 
 
 def test_download_verifies_and_caches(isolated, ml100k_files, server):

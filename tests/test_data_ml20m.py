@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
 import io
-import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -179,25 +177,6 @@ def test_ml25m_name_and_folder(tmp_path, monkeypatch):
 
 
 # -- download ----------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def server():
-    state = {"payload": b""}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            body = state["payload"]
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield state, f"http://127.0.0.1:{httpd.server_address[1]}/ml-20m.zip"
-    httpd.shutdown()
 
 
 def zipped(folder: Path) -> bytes:
