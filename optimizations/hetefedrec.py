@@ -180,6 +180,7 @@ class HeteFedRec(Optimization):
             ratio = (5.0, 3.0, 2.0) if len(sizes) in (1, 3) else (1.0,) * len(sizes)
         self.ratio = ratio
         self.model = None
+        self._entries: dict[int, int] = {}
         self.group: np.ndarray | None = None  # [n_users] group of every user
         self.seed = 0
         self.last_kd: tuple[float, float] | None = None  # (before, after) of the last distillation
@@ -198,6 +199,7 @@ class HeteFedRec(Optimization):
             raise ValueError(f"optimization {self.spec!r} needs model = \"hetencf\" with model_options sizes = "
                              f"{list(self.sizes)}; got model {type(model).__name__}" + (f" with sizes {list(got)}" if got else ""))
         self.model, self.seed = model, int(seed)
+        self._entries: dict[int, int] = {}
         if self.group_by == "tier":
             self.group = np.asarray(tiers.tier, dtype=np.int64)
         else:
@@ -238,10 +240,14 @@ class HeteFedRec(Optimization):
         return False
 
     def _public_entries(self, x: int) -> int:
-        m = self.model
-        params = dict(m.named_parameters())
-        n = params[m.item_param(x)].numel()
-        return n + sum(params[k].numel() for h in self.trained_heads(x) for k in m.head_params(h))
+        """Entries a size-``x`` client uploads: its item table and the Θ it trained (cached: the
+        shapes never change after ``setup``)."""
+        if x not in self._entries:
+            m = self.model
+            params = dict(m.named_parameters())
+            n = params[m.item_param(x)].numel()
+            self._entries[x] = n + sum(params[k].numel() for h in self.trained_heads(x) for k in m.head_params(h))
+        return self._entries[x]
 
     def upload_bits(self, updates) -> torch.Tensor:
         """32 bits per entry of the client's own item table ``V_x`` and the Θ it trained (Table III);
@@ -254,7 +260,8 @@ class HeteFedRec(Optimization):
 
     def compute_fraction(self, contexts, model) -> np.ndarray:
         full = self._public_entries(len(self.sizes) - 1)
-        return np.array([self._public_entries(s) / full for s in self.client_sizes(contexts).tolist()])
+        frac = np.array([self._public_entries(s) / full for s in range(len(self.sizes))])
+        return frac[self.client_sizes(contexts)]
 
     # -- server ----------------------------------------------------------------------------------
     def aggregate(self, updates) -> GlobalUpdate:

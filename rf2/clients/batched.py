@@ -2,7 +2,7 @@
 
 Every client trains its own copy of the model with ``local_steps`` full-batch SGD steps, exactly
 as in :mod:`rf2.clients.reference`, but the clients are stacked and trained together with
-``torch.func.vmap(grad(loss))``:
+``torch.func.vmap(grad_and_value(loss))`` (the step and the loss from one forward pass):
 
 * **local embedding tables.** A client only ever reads the table rows its data indexes. Each
   client gets a small table holding just those rows (row 0, the padding row, first), and its
@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
 from rf2.models import RecModel
 
@@ -151,8 +151,7 @@ class BatchedEngine:
         def masked(p, m):
             return {k: v * m[k] if k in m else v for k, v in p.items()}
 
-        step_fn = vmap(grad(loss_fn, has_aux=False))
-        loss_vm = vmap(loss_fn)
+        step_fn = vmap(grad_and_value(loss_fn))  # one forward pass gives the step and the loss
         for bucket in plan_buckets(counts.numpy(), self.slack, self.max_cells):
             b = torch.from_numpy(bucket)
             Cb = b.numel()
@@ -179,10 +178,9 @@ class BatchedEngine:
             p0 = {k: v.clone() for k, v in p.items()}
             for step in range(local_steps):
                 eff = masked(p, m)
+                g, value = step_fn(eff, Xb, yb, wb, la)
                 if step == 0:
-                    with torch.no_grad():
-                        losses[b] = loss_vm(eff, Xb, yb, wb, la)
-                g = step_fn(eff, Xb, yb, wb, la)
+                    losses[b] = value.detach()
                 p = {k: v - lr * (g[k] * m[k] if k in m else g[k]) for k, v in p.items()}
             for k in dense_names:
                 out_dense[k][b] = p[k] - p0[k]
