@@ -42,7 +42,8 @@ class RunConfig:
     epochs: int = _f(1, "passes over all clients (RF²: 1, every client selected exactly once)")
     max_rounds: int = _f(0, "stop after this many rounds (0: no limit); for quick looks")
     local_steps: int = _f(1, "full-batch SGD steps each client takes per round (RF²: 1)")
-    client_lr: float = _f(1.0, "client SGD learning rate (RF² §5.1: 1.0)")
+    client_lr: float = _f(1.0, "client learning rate (RF² §5.1: SGD 1.0; HeteFedRec §V-D: Adam 0.001)")
+    client_optimizer: str = _f("sgd", "client optimiser for the local steps: sgd | adam (fresh state every round)")
     server_optimizer: str = _f("adagrad", "server optimiser applied to the averaged update: adagrad | sgd")
     server_lr: float = _f(0.1, "server learning rate (RF² §5.1: 0.1 for MovieLens, 0.01 for Taobao)")
     system_options: dict = _f({}, "device profile overrides per tier, e.g. {low = {upload_mbps = 2.0}} (rf2.system)")
@@ -51,7 +52,7 @@ class RunConfig:
     ranking_k: int = _f(0, "also rank every item per user: NDCG@K and Recall@K per tier (0: off; HeteFedRec: 20)")
 
     def __post_init__(self) -> None:
-        for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine"):
+        for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine", "client_optimizer"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise ValueError(f"config: {name} must be a string, got {v!r}")
@@ -75,6 +76,10 @@ class RunConfig:
                 raise ValueError(f"config: {name} must be a positive finite number, got {v!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"config: engine must be one of {ENGINES}, got {self.engine!r}")
+        from rf2.clients.optim import CLIENT_OPTIMIZERS
+
+        if self.client_optimizer not in CLIENT_OPTIMIZERS:
+            raise ValueError(f"config: client_optimizer must be one of {CLIENT_OPTIMIZERS}, got {self.client_optimizer!r}")
         for name in ("dataset_options", "model_options", "system_options"):
             v = getattr(self, name)
             if not isinstance(v, dict):

@@ -5,8 +5,9 @@ Every round:
 
 1. **select** ``K`` clients without repetition (:mod:`rf2.selection`) among those the
    optimisation allows (``eligible``), then let it pick the ``participants``;
-2. **broadcast** the global model and **train locally**: full-batch SGD on each client's data
-   (:mod:`rf2.clients`), possibly on a sub-model (``client_masks``);
+2. **broadcast** the global model and **train locally**: full-batch SGD (or Adam,
+   :mod:`rf2.clients.optim`) on each client's data (:mod:`rf2.clients`), possibly on a sub-model
+   (``client_masks``);
 3. **upload** through the optimisation's channel (``encode`` on the client, ``decode`` on the
    server);
 4. **aggregate** (FedAvg by sample count, :mod:`rf2.aggregation`);
@@ -158,7 +159,7 @@ class Simulation:
                    for k in self.private_store} or None
         updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_steps, cfg.client_lr,
                                              masks, summed=opt.is_linear() and not self.private, private=private,
-                                             loss_args=loss_args or None)
+                                             loss_args=loss_args or None, optimizer=cfg.client_optimizer)
         updates = self.keep_private(updates, clients, private)
         updates = opt.encode(updates)
         bits = opt.upload_bits(updates).numpy()

@@ -172,15 +172,20 @@ def test_client_loss_is_eq11_plus_eq14(ds):
 
 
 @pytest.mark.parametrize("spec", ["hetefedrec:4,8,16", "hetefedrec:4,8,16:udl=off:ddr=0"])
-@pytest.mark.parametrize("local_steps", [1, 2])
-def test_engines_agree_and_clients_touch_only_their_submodel(ds, spec, local_steps):
+@pytest.mark.parametrize("local_steps,optimizer", [(1, "sgd"), (2, "sgd"), (2, "adam")])
+def test_engines_agree_and_clients_touch_only_their_submodel(ds, spec, local_steps, optimizer):
     model = build_model("hetencf", ds.schema, seed=1, sizes=SIZES)
     opt = parse_optimization(spec)
     batch, ctx = _client_inputs(ds, opt, model, n=12, seed=1)
     la = opt.client_loss_args(ctx, model)
     params = {k: p.detach().clone() for k, p in model.named_parameters()}
-    ref = ReferenceEngine().client_updates(model, params, batch, ctx, local_steps, 0.5, loss_args=la)
-    fast = BatchedEngine().client_updates(model, params, batch, ctx, local_steps, 0.5, loss_args=la)
+    lr = 0.5
+    if optimizer == "adam":  # a larger ε: see tests/test_client_optimizer.py
+        from rf2.clients.optim import ClientOptimizer
+
+        lr, optimizer = 0.01, ClientOptimizer("adam", 0.01, eps=1e-4)
+    ref = ReferenceEngine().client_updates(model, params, batch, ctx, local_steps, lr, loss_args=la, optimizer=optimizer)
+    fast = BatchedEngine().client_updates(model, params, batch, ctx, local_steps, lr, loss_args=la, optimizer=optimizer)
     assert torch.allclose(ref.loss, fast.loss, atol=1e-6)
     for k in ref.dense:
         assert torch.allclose(ref.dense[k], fast.dense[k], atol=1e-6, rtol=1e-4), k

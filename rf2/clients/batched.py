@@ -28,6 +28,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from rf2.models import RecModel
 
 from .batch import RoundBatch
+from .optim import as_client_optimizer
 from .reference import has_client_loss, table_index_columns
 from .updates import ClientUpdates, TableRows
 
@@ -110,23 +111,27 @@ class BatchedEngine:
         summed: bool = False,
         private: dict[str, torch.Tensor] | None = None,
         loss_args: dict[str, torch.Tensor] | None = None,
+        optimizer: str = "sgd",
     ) -> ClientUpdates:
         """Per-client updates; with ``summed`` (the optimisation is linear, see
         ``Optimization.is_linear``) and one local step, only their FedAvg aggregate. ``private``:
         ``[C, *shape]`` each client's own value of its dense private parameters. ``loss_args``:
         ``[C, ...]`` per-client arguments of the model's own ``client_loss`` (see
-        :func:`rf2.clients.reference.client_loss`); such models never take the summed shortcut."""
+        :func:`rf2.clients.reference.client_loss`); such models never take the summed shortcut.
+        ``optimizer``: the client optimiser (:mod:`rf2.clients.optim`) with learning rate ``lr``;
+        the summed shortcut needs one whose step is linear in the gradient (SGD)."""
+        opt = as_client_optimizer(optimizer, lr)
         custom = has_client_loss(model, loss_args)
         loss_args = loss_args or {}
         private = private or {}
         if summed and private:
             raise ValueError("summed updates cannot carry per-client private parameters")
-        if summed and local_steps == 1 and not custom:
+        if summed and local_steps == 1 and not custom and opt.is_linear:
             return self.summed_update(model, params, batch, contexts, lr, masks)
         if self.flat and local_steps == 1 and masks is None and not private and not custom:
             owners = linear_owners(model, [k for k in params if k not in table_index_columns(model)])
             if owners is not None:
-                return self.flat_updates(model, params, batch, contexts, lr, owners)
+                return self.flat_updates(model, params, batch, contexts, opt, owners)
         was_training = model.training
         model.eval()
         C = batch.n_clients
@@ -176,12 +181,14 @@ class BatchedEngine:
             m = {} if masks is None else {k: v[b] for k, v in masks.items()}
             la = {k: v[b] for k, v in loss_args.items()}
             p0 = {k: v.clone() for k, v in p.items()}
+            state = opt.init(p)  # fresh every round, one entry per client's parameter entry
             for step in range(local_steps):
                 eff = masked(p, m)
                 g, value = step_fn(eff, Xb, yb, wb, la)
                 if step == 0:
                     losses[b] = value.detach()
-                p = {k: v - lr * (g[k] * m[k] if k in m else g[k]) for k, v in p.items()}
+                inc, state = opt.increments({k: g[k] * m[k] if k in m else g[k] for k in p}, state)
+                p = {k: v + inc[k] for k, v in p.items()}
             for k in dense_names:
                 out_dense[k][b] = p[k] - p0[k]
             for k, slot in table_slots.items():
@@ -199,10 +206,11 @@ class BatchedEngine:
             loss=losses,
         )
 
-    def flat_updates(self, model, params, batch: RoundBatch, contexts, lr: float, owners: dict[str, str]) -> ClientUpdates:
+    def flat_updates(self, model, params, batch: RoundBatch, contexts, opt, owners: dict[str, str]) -> ClientUpdates:
         """Every client's one-step update from ONE forward/backward pass over the pooled samples.
 
-        With one step, ``Δ_c = -lr ∇ L_c(θ)`` where ``L_c`` is client ``c``'s mean loss; all clients
+        With one step, ``Δ_c = step(∇ L_c(θ))`` (SGD: ``-lr ∇ L_c(θ)``; Adam from a fresh state
+        acts entry by entry too, :class:`~rf2.clients.optim.ClientOptimizer`) where ``L_c`` is client ``c``'s mean loss; all clients
         start from the same ``θ``, so a single pass over ``Σ_c L_c`` computes every per-sample
         quantity. What must stay per client:
 
@@ -294,8 +302,8 @@ class BatchedEngine:
         return ClientUpdates(
             contexts=list(contexts),
             weights=counts.to(torch.float32),
-            dense={k: -lr * dense[k] for k in params if k in dense},
-            tables={k: TableRows(ptr=lt.ptr, rows=lt.rows, values=-lr * g_tables[k], n_rows=params[k].shape[0])
+            dense={k: opt.first_increment(dense[k]) for k in params if k in dense},
+            tables={k: TableRows(ptr=lt.ptr, rows=lt.rows, values=opt.first_increment(g_tables[k]), n_rows=params[k].shape[0])
                     for k, lt in local.items()},
             loss=losses,
         )

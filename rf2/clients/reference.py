@@ -1,7 +1,8 @@
 """Steps 2-3 of a round, the plain way: broadcast, then each client trains alone.
 
 For every selected client, one after another: copy the global parameters, run ``local_steps``
-full-batch SGD steps on the client's whole training data (mean binary cross-entropy, RF² §4.1),
+full-batch steps of the client optimiser (SGD, RF² §4.1, or Adam; :mod:`rf2.clients.optim`) on
+the client's whole training data (mean binary cross-entropy),
 and report ``Δ = θ_client - θ_global``. Embedding-table updates are then cut down to the rows
 the client's data indexes (every other row of ``Δ`` is exactly zero).
 
@@ -19,6 +20,7 @@ from torch.func import functional_call
 from rf2.models import RecModel
 
 from .batch import RoundBatch
+from .optim import as_client_optimizer
 from .updates import ClientUpdates, TableRows
 
 
@@ -70,7 +72,9 @@ class ReferenceEngine:
         summed: bool = False,  # ignored: the reference always computes every client's update
         private: dict[str, torch.Tensor] | None = None,  # [C, *shape] each client's own private values
         loss_args: dict[str, torch.Tensor] | None = None,  # [C, ...] per-client args of model.client_loss
+        optimizer: str = "sgd",  # the client optimiser (rf2.clients.optim), with learning rate lr
     ) -> ClientUpdates:
+        opt = as_client_optimizer(optimizer, lr)
         was_training = model.training
         model.eval()  # no dropout; batch norm (deepctr's Dice) uses fixed statistics
         tables = table_index_columns(model)
@@ -82,6 +86,7 @@ class ReferenceEngine:
             X, y = batch.client(c)
             start = {k: private[k][c] if private and k in private else v for k, v in params.items()}
             local = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
+            state = opt.init(local)  # fresh every round
             for step in range(local_steps):
                 eff = local if masks is None else {k: v * masks[k][c] if k in masks else v for k, v in local.items()}
                 loss = client_loss(model, eff, X, y, loss_args and {k: v[c] for k, v in loss_args.items()})
@@ -89,7 +94,8 @@ class ReferenceEngine:
                     losses.append(loss.detach())
                 grads = torch.autograd.grad(loss, list(local.values()))
                 with torch.no_grad():
-                    local = {k: (v - lr * g).requires_grad_(True) for (k, v), g in zip(local.items(), grads)}
+                    inc, state = opt.increments(dict(zip(local, grads)), state)
+                    local = {k: (v + inc[k]).requires_grad_(True) for k, v in local.items()}
             for k, v in local.items():
                 delta = (v - start[k]).detach()
                 if k in tables:

@@ -1,0 +1,80 @@
+"""The client's local optimiser, written as elementwise functions so every engine shares it.
+
+Each engine computes full-batch gradients its own way (one client at a time, vmapped over a
+bucket of clients, or pooled) and then asks the optimiser for the *increment* of every
+parameter. The functions act entry by entry, so the same code serves a ``[*shape]`` parameter
+and a ``[clients, *shape]`` stack of them.
+
+``sgd``  (RF² §4.1, the default)
+    ``θ ← θ - lr g``.
+``adam`` (Kingma & Ba, 2015, Algorithm 1; HeteFedRec §V-D: lr 0.001)
+    ``m ← β1 m + (1-β1) g``, ``v ← β2 v + (1-β2) g²``, ``θ ← θ - lr m̂ / (√v̂ + ε)`` with
+    ``m̂ = m / (1-β1^t)``, ``v̂ = v / (1-β2^t)``; β1 = 0.9, β2 = 0.999, ε = 1e-8 (torch's defaults).
+
+The optimiser state lives for one round: every time a client is selected it starts again from
+``m = v = 0, t = 0`` (the client's model is rebuilt from the broadcast one; only client-private
+*parameters* persist, not optimiser moments). An entry with a zero gradient at every step (a
+table row the client never reads, a masked-out unit) is not moved by either optimiser.
+Note that Adam's first step is ``lr g / (|g| + ε)`` per entry, about ``lr`` times the sign of
+``g``: with one local step, Adam clients send sign-like updates. It also means float rounding on a
+gradient entry near ``ε`` (a sum that nearly cancels) can change that entry's step by up to ``lr``,
+so the engines, which sum in different orders, agree with Adam only where gradients are well
+above ``ε`` (the tests compare them with ``eps=1e-4``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+CLIENT_OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class ClientOptimizer:
+    name: str = "sgd"
+    lr: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if self.name not in CLIENT_OPTIMIZERS:
+            raise ValueError(f"client optimiser must be one of {CLIENT_OPTIMIZERS}, got {self.name!r}")
+
+    @property
+    def is_linear(self) -> bool:
+        """Whether one step's increment is linear in the gradient (so client updates may be
+        summed before they are computed; see ``BatchedEngine.summed_update``)."""
+        return self.name == "sgd"
+
+    def init(self, params: dict[str, torch.Tensor]) -> dict:
+        if self.name == "sgd":
+            return {}
+        return {"t": 0, "m": {k: torch.zeros_like(v) for k, v in params.items()},
+                "v": {k: torch.zeros_like(v) for k, v in params.items()}}
+
+    def increments(self, grads: dict[str, torch.Tensor], state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+        """The step's increment of every parameter in ``grads`` and the new state."""
+        if self.name == "sgd":
+            return {k: -self.lr * g for k, g in grads.items()}, state
+        b1, b2 = self.betas
+        t = state["t"] + 1
+        m = {k: b1 * state["m"][k] + (1 - b1) * g for k, g in grads.items()}
+        v = {k: b2 * state["v"][k] + (1 - b2) * g * g for k, g in grads.items()}
+        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+        inc = {k: -self.lr * (m[k] / c1) / ((v[k] / c2).sqrt() + self.eps) for k in grads}
+        return inc, {"t": t, "m": m, "v": v}
+
+    def first_increment(self, g: torch.Tensor) -> torch.Tensor:
+        """The increment of one step from a fresh state (the flat one-step path)."""
+        inc, _ = self.increments({"g": g}, self.init({"g": g}))
+        return inc["g"]
+
+
+def as_client_optimizer(opt: "ClientOptimizer | str | None", lr: float) -> ClientOptimizer:
+    """``opt`` as a :class:`ClientOptimizer` with learning rate ``lr`` (a name or ``None`` = sgd)."""
+    if isinstance(opt, ClientOptimizer):
+        if opt.lr != lr:
+            raise ValueError(f"client optimiser {opt.name} has lr={opt.lr} but the engine was given lr={lr}; make them agree")
+        return opt
+    return ClientOptimizer(opt or "sgd", lr)
