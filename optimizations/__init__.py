@@ -11,6 +11,7 @@ spec                  meaning (RF² Table 1 unless noted)
 ``quants:1:2:4``      as quant, with a sign bit and n-1 magnitude bits (zero stays exact)
 ``channel:1:2:4``     25/50/100% of the hidden units (1:2:8 -> 12.5/25/100%, 1:4:16 -> 6.25/25/100%)
 ``hetefedrec:...``    HeteFedRec (Yuan et al. 2024): per-client item-embedding sizes 8,16,32 (model hetencf)
+``standalone``        no collaboration: every client trains and is scored with its own model (HeteFedRec §V-A)
 ``paper-table1``      a *preset*: the 14 configurations of Table 1 (for sweeps)
 ====================  ================================================================================
 
@@ -29,6 +30,7 @@ from .compression import (
 )
 from .selection import ExcludeLo, Overselect
 from .hetefedrec import HETEFEDREC_USAGE, HeteFedRec, parse_hetefedrec
+from .standalone import Standalone
 
 #: name -> factory taking the spec's arguments (the parts after the first ':') and the full spec
 REGISTRY: dict[str, Callable[[list[str], str], Optimization]] = {}
@@ -66,6 +68,12 @@ def _no_args(args: list[str], spec: str, name: str) -> None:
 def _none(args, spec):
     _no_args(args, spec, "none")
     return Optimization("none")
+
+
+@register("standalone", "standalone  (no collaboration: every client trains alone and is scored with its own model)")
+def _standalone(args, spec):
+    _no_args(args, spec, "standalone")
+    return Standalone(spec)
 
 
 @register("exclude-lo", "exclude-lo  (low-end devices never train)")
@@ -183,5 +191,5 @@ def parse_optimization(spec: str) -> Optimization:
 
 
 __all__ = ["PRESETS", "REGISTRY", "USAGE", "Channel", "ClientContext", "ExcludeLo", "Optimization", "Overselect",
-           "Prune", "Quant", "QuantS", "dense_entry_count", "expand_optimizations", "make_contexts",
+           "Prune", "Quant", "QuantS", "Standalone", "dense_entry_count", "expand_optimizations", "make_contexts",
            "parse_optimization", "register"]

@@ -18,6 +18,10 @@ An optimisation overrides only the hooks it changes; every hook defaults to "do 
 ``after_step(...)``        anything after the server optimiser step
 =========================  ==========================================================================
 
+An optimisation with ``collaborative = False`` (Standalone) has no server: every client trains
+its own model from the common initial one and is scored with it (:mod:`rf2.standalone`); the
+selection, upload and server hooks are then not called.
+
 Hooks receive the round's clients together (vectorised), each with a frozen
 :class:`ClientContext` (id, tier, round, sample count, and its own RNG seed derived from the run
 seed, the round and the client id), so tier-aware behaviour is expressible and reproducible.
@@ -69,6 +73,8 @@ class Optimization:
     """No-op base: plain FedAvg. Subclasses override hooks and set ``name``/``spec``."""
 
     name = "none"
+    #: False: clients never share anything (Standalone; :mod:`rf2.standalone`)
+    collaborative = True
 
     def __init__(self, spec: str | None = None):
         self.spec = spec or self.name

@@ -8,7 +8,7 @@ client-private user embedding at ``N_l``.
 Spec (``:``-separated; the first argument is required)::
 
     hetefedrec:N_S,N_M,N_L[:group=count|tier][:ratio=5:3:2][:udl=on|off][:ddr=ALPHA][:kd=on|off]
-              [:kd_items=K][:kd_lr=LR][:agg=pad|clustered][:exclusive=on|off]
+              [:kd_items=K][:kd_lr=LR][:agg=pad|clustered][:exclusive=on|off][:standalone=on|off]
 
 ``group``
     ``count`` (default, the paper): users sorted by their number of training events (ties: lower
@@ -42,13 +42,17 @@ Spec (``:``-separated; the first argument is required)::
 ``exclusive`` (default off)
     the smallest group's clients train (their private user embedding) but their public updates
     are neither uploaded nor aggregated ("All Large/Exclusive" with a single size).
+``standalone`` (default off)
+    no collaboration ("Standalone"): every client trains the model of its size alone, from the
+    common initial one, and is scored with it (:mod:`rf2.standalone`); nothing is uploaded, so
+    ``agg``, ``kd`` and ``exclusive`` do not apply.
 
 Configurations of HeteFedRec's Tables II and IV (model ``hetencf`` with the same ``sizes``):
 HeteFedRec ``hetefedrec:8,16,32``; -RESKD ``...:kd=off``; -RESKD-DDR ``...:kd=off:ddr=0``;
 -RESKD-DDR-UDL = Directly Aggregate ``...:kd=off:ddr=0:udl=off``; All Small ``hetefedrec:8``;
 All Large ``hetefedrec:32``; All Large/Exclusive ``hetefedrec:32:exclusive=on``; Clustered
-``hetefedrec:8,16,32:agg=clustered:udl=off:ddr=0:kd=off``. (Standalone is not implemented: it
-needs per-client copies of the public parameters.)
+``hetefedrec:8,16,32:agg=clustered:udl=off:ddr=0:kd=off``; Standalone
+``hetefedrec:8,16,32:standalone=on:udl=off:ddr=0:kd=off``.
 """
 from __future__ import annotations
 
@@ -65,11 +69,11 @@ from .base import ClientContext, Optimization
 
 HETEFEDREC_USAGE = (
     "use hetefedrec:N_S,N_M,N_L[:group=count|tier][:ratio=5:3:2][:udl=on|off][:ddr=ALPHA][:kd=on|off]"
-    "[:kd_items=K][:kd_lr=LR][:agg=pad|clustered][:exclusive=on|off], e.g. hetefedrec:8,16,32 or "
+    "[:kd_items=K][:kd_lr=LR][:agg=pad|clustered][:exclusive=on|off][:standalone=on|off], e.g. hetefedrec:8,16,32 or "
     "hetefedrec:8,16,32:group=count:ratio=5:3:2 (model hetencf with the same sizes)"
 )
 _BOOL = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
-_OPTIONS = ("group", "ratio", "udl", "ddr", "kd", "kd_items", "kd_lr", "agg", "exclusive")
+_OPTIONS = ("group", "ratio", "udl", "ddr", "kd", "kd_items", "kd_lr", "agg", "exclusive", "standalone")
 
 
 def _err(spec: str, msg: str) -> ValueError:
@@ -131,7 +135,7 @@ def parse_hetefedrec(args: list[str], spec: str) -> "HeteFedRec":
         if len(sizes) > 1 and len(ratio) != len(sizes):
             raise _err(spec, f"ratio has {len(ratio)} parts but there are {len(sizes)} sizes; give one part per size")
     flags = {}
-    for k, default in (("udl", True), ("kd", True), ("exclusive", False)):
+    for k, default in (("udl", True), ("kd", True), ("exclusive", False), ("standalone", False)):
         v = opts.get(k)
         if v is not None and v not in _BOOL:
             raise _err(spec, f"{k} must be on or off, got {v!r}")
@@ -148,8 +152,12 @@ def parse_hetefedrec(args: list[str], spec: str) -> "HeteFedRec":
     agg = opts.get("agg", "pad")
     if agg not in ("pad", "clustered"):
         raise _err(spec, f"agg must be pad or clustered, got {agg!r}")
+    if flags["standalone"] and (flags["exclusive"] or "agg" in opts):
+        raise _err(spec, "standalone=on trains every client alone: nothing is aggregated, so agg and exclusive "
+                         "do not apply; drop them")
     return HeteFedRec(spec, tuple(sizes), group=group, ratio=ratio, udl=flags["udl"], alpha=alpha, kd=flags["kd"],
-                      kd_items=int(kd_items), kd_lr=kd_lr, agg=agg, exclusive=flags["exclusive"])
+                      kd_items=int(kd_items), kd_lr=kd_lr, agg=agg, exclusive=flags["exclusive"],
+                      standalone=flags["standalone"])
 
 
 def count_groups(counts: np.ndarray, ratio: tuple[float, ...]) -> np.ndarray:
@@ -172,8 +180,9 @@ class HeteFedRec(Optimization):
 
     def __init__(self, spec: str, sizes: tuple[int, ...], group: str = "count", ratio: tuple[float, ...] | None = None,
                  udl: bool = True, alpha: float = 1.0, kd: bool = True, kd_items: int = 256, kd_lr: float = 1e-4,
-                 agg: str = "pad", exclusive: bool = False):
+                 agg: str = "pad", exclusive: bool = False, standalone: bool = False):
         super().__init__(spec)
+        self.collaborative = not standalone
         self.sizes, self.group_by, self.udl, self.alpha = sizes, group, udl, alpha
         self.kd, self.kd_items, self.kd_lr, self.agg, self.exclusive = kd, kd_items, kd_lr, agg, exclusive
         if ratio is None:

@@ -14,6 +14,8 @@ Every round:
 5. **server step**: the average as a pseudo-gradient for AdaGrad (:mod:`rf2.servers`).
 
 After training: per-tier AUC on every client's test events (:mod:`rf2.evaluation`).
+
+An optimisation that is not ``collaborative`` (Standalone) runs :mod:`rf2.standalone` instead.
 """
 from __future__ import annotations
 
@@ -202,6 +204,10 @@ class Simulation:
         return self.system.costs(contexts, np.full(len(contexts), self.full_bits), self.config.local_steps).total_s
 
     def run(self) -> RunResult:
+        if not self.optimization.collaborative:  # Standalone: no server, every client alone
+            from rf2.standalone import run_standalone
+
+            return run_standalone(self)
         t0 = time.perf_counter()
         plan = self.schedule()
         log = []

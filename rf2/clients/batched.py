@@ -75,6 +75,19 @@ class _LocalTable:
             start += b - a
 
 
+def check_private_rows(private_rows: dict[str, torch.Tensor], layout: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """``private_rows[k]`` must have one row per entry of table ``k``'s round layout
+    (``layout[k] = (rows, param)``) and the table's width."""
+    for k, v in private_rows.items():
+        if k not in layout:
+            raise ValueError(f"private_rows: {k!r} is not an embedding table of the model ({sorted(layout)})")
+        rows, param = layout[k]
+        if tuple(v.shape) != (rows.numel(), *param.shape[1:]):
+            raise ValueError(f"private_rows[{k!r}] has shape {tuple(v.shape)}, but this round's clients touch "
+                             f"{rows.numel()} rows of width {tuple(param.shape[1:])}; pass the values of the "
+                             "TableRows the engine returned for the same batch")
+
+
 def linear_owners(model: RecModel, names) -> dict[str, str] | None:
     """Parameter name -> owning ``nn.Linear`` module name, if every one of ``names`` is the weight
     or bias of an ``nn.Linear`` (the flat path's requirement); else ``None``."""
@@ -112,6 +125,7 @@ class BatchedEngine:
         private: dict[str, torch.Tensor] | None = None,
         loss_args: dict[str, torch.Tensor] | None = None,
         optimizer: str = "sgd",
+        private_rows: dict[str, torch.Tensor] | None = None,
     ) -> ClientUpdates:
         """Per-client updates; with ``summed`` (the optimisation is linear, see
         ``Optimization.is_linear``) and one local step, only their FedAvg aggregate. ``private``:
@@ -119,16 +133,20 @@ class BatchedEngine:
         ``[C, ...]`` per-client arguments of the model's own ``client_loss`` (see
         :func:`rf2.clients.reference.client_loss`); such models never take the summed shortcut.
         ``optimizer``: the client optimiser (:mod:`rf2.clients.optim`) with learning rate ``lr``;
-        the summed shortcut needs one whose step is linear in the gradient (SGD)."""
+        the summed shortcut needs one whose step is linear in the gradient (SGD).
+        ``private_rows``: per table, each client's own starting values of the rows it touches,
+        laid out exactly as the ``TableRows`` this engine returns for the same batch (Standalone
+        training, :mod:`rf2.standalone`); other rows start from ``params``."""
         opt = as_client_optimizer(optimizer, lr)
         custom = has_client_loss(model, loss_args)
         loss_args = loss_args or {}
         private = private or {}
-        if summed and private:
+        private_rows = private_rows or {}
+        if summed and (private or private_rows):
             raise ValueError("summed updates cannot carry per-client private parameters")
         if summed and local_steps == 1 and not custom and opt.is_linear:
             return self.summed_update(model, params, batch, contexts, lr, masks)
-        if self.flat and local_steps == 1 and masks is None and not private and not custom:
+        if self.flat and local_steps == 1 and masks is None and not private and not private_rows and not custom:
             owners = linear_owners(model, [k for k in params if k not in table_index_columns(model)])
             if owners is not None:
                 return self.flat_updates(model, params, batch, contexts, opt, owners)
@@ -139,6 +157,7 @@ class BatchedEngine:
         seg = batch.segment()
         table_cols = table_index_columns(model)
         local = {k: _LocalTable(batch.X, seg, C, cols, params[k].shape[0]) for k, cols in table_cols.items()}
+        check_private_rows(private_rows, {k: (lt.rows, params[k]) for k, lt in local.items()})
         X = batch.X.clone()
         for lt in local.values():
             lt.rewrite(X)
@@ -176,8 +195,11 @@ class BatchedEngine:
                 u_max = int(lt.counts[b].max())
                 slot = self.ptr_positions(lt.ptr, b, u_max)  # [Cb, u_max] flat local-row ids, -1 pad
                 table_slots[k] = slot
-                rows = torch.where(slot >= 0, lt.rows[slot.clamp_min(0)], 0)
-                p[k] = params[k].detach()[rows]  # [Cb, u_max, D]
+                if k in private_rows:  # padded slots are never indexed: any row will do
+                    p[k] = private_rows[k].detach()[slot.clamp_min(0)]
+                else:
+                    rows = torch.where(slot >= 0, lt.rows[slot.clamp_min(0)], 0)
+                    p[k] = params[k].detach()[rows]  # [Cb, u_max, D]
             m = {} if masks is None else {k: v[b] for k, v in masks.items()}
             la = {k: v[b] for k, v in loss_args.items()}
             p0 = {k: v.clone() for k, v in p.items()}

@@ -73,8 +73,10 @@ class ReferenceEngine:
         private: dict[str, torch.Tensor] | None = None,  # [C, *shape] each client's own private values
         loss_args: dict[str, torch.Tensor] | None = None,  # [C, ...] per-client args of model.client_loss
         optimizer: str = "sgd",  # the client optimiser (rf2.clients.optim), with learning rate lr
+        private_rows: dict[str, torch.Tensor] | None = None,  # per table: each client's own touched rows
     ) -> ClientUpdates:
         opt = as_client_optimizer(optimizer, lr)
+        private_rows = private_rows or {}
         was_training = model.training
         model.eval()  # no dropout; batch norm (deepctr's Dice) uses fixed statistics
         tables = table_index_columns(model)
@@ -82,9 +84,20 @@ class ReferenceEngine:
         rows: dict[str, list[torch.Tensor]] = {k: [] for k in tables}
         vals: dict[str, list[torch.Tensor]] = {k: [] for k in tables}
         losses = []
+        touched = [{k: touched_rows(batch.client(c)[0], cols) for k, cols in tables.items()} for c in range(batch.n_clients)]
+        offset = {k: 0 for k in tables}
+        if private_rows:
+            from .batched import check_private_rows
+
+            check_private_rows(private_rows, {k: (torch.cat([t[k] for t in touched]), params[k]) for k in tables})
         for c in range(batch.n_clients):
             X, y = batch.client(c)
             start = {k: private[k][c] if private and k in private else v for k, v in params.items()}
+            for k in private_rows:  # the client's own values of the rows it touches
+                r = touched[c][k]
+                start[k] = start[k].clone()
+                start[k][r] = private_rows[k][offset[k] : offset[k] + r.numel()]
+                offset[k] += r.numel()
             local = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
             state = opt.init(local)  # fresh every round
             for step in range(local_steps):
@@ -99,7 +112,7 @@ class ReferenceEngine:
             for k, v in local.items():
                 delta = (v - start[k]).detach()
                 if k in tables:
-                    r = touched_rows(X, tables[k])
+                    r = touched[c][k]
                     rows[k].append(r)
                     vals[k].append(delta[r])
                 else:

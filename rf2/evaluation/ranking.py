@@ -241,13 +241,15 @@ def ranking_by_user(
     users=None,
     chunk: int | None = None,
     exclude: Exclude = "train",
+    sets=None,
 ) -> pd.DataFrame:
     """Per-user ranking metrics, one row per evaluated user (index ``user``): ``n_relevant`` and
     ``ndcg@K``, ``recall@K`` for each ``K`` in ``k``. ``users`` (default: all) is narrowed to the
-    users with at least one relevant item; only they are scored."""
+    users with at least one relevant item; only they are scored. ``sets``: the result of
+    :func:`relevant_and_excluded` for ``exclude``, when calling this many times (e.g. per user)."""
     ks = _ks(k)
     ds = dataset
-    (rptr, ritems), (eptr, eitems) = relevant_and_excluded(ds, exclude)
+    (rptr, ritems), (eptr, eitems) = sets if sets is not None else relevant_and_excluded(ds, exclude)
     if users is None:
         users = np.arange(ds.n_users, dtype=np.int64)
     else:

@@ -1,0 +1,170 @@
+"""Standalone training: every client trains alone (HeteFedRec §V-A, "Standalone").
+
+An optimisation with ``collaborative = False`` (``standalone``, ``hetefedrec:...:standalone=on``)
+has no server. The global model only provides the common starting point ``θ0``; client ``c``'s
+model is ``θ0`` plus its own updates, and it is evaluated with that model alone.
+
+The federated schedule is kept: a client is "selected" once per epoch and then takes
+``local_steps`` steps of the client optimiser from its own current model (the optimiser state
+starts fresh each time, as in federated training). Because clients never influence each other,
+rf2 trains them in groups instead of round by round: the clients of each first-epoch round train
+all ``epochs`` of their rounds back to back, are scored on their own test events (and, with
+``ranking_k``, rank the whole catalogue) with their own model, and are then dropped. Memory stays
+that of one federated round (a client's model is kept only as its touched table rows and its
+dense parameters). The result equals training every client through the schedule and keeping
+every model until the end (``tests/test_standalone.py`` checks it against a plain loop).
+
+Clients without training data (never selected) are scored with ``θ0``. Costs: each round's
+compute goes to the system model; nothing is uploaded (``upload_mb`` is 0).
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from optimizations import make_contexts
+
+from rf2.clients.batch import RoundBatch
+from rf2.clients.reference import table_index_columns
+from rf2.evaluation import TierMetrics, tier_metrics
+
+if TYPE_CHECKING:
+    from rf2.simulation import RunResult, Simulation
+
+
+@contextmanager
+def client_model(params: dict[str, torch.Tensor], dense: dict[str, torch.Tensor],
+                 rows: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+    """Temporarily write one client's own values into the global parameters (which the model
+    shares): ``dense[k]`` replaces parameter ``k``; ``rows[k] = (row ids, values)`` replaces those
+    rows of table ``k``. Everything is restored on exit."""
+    saved_dense = {k: params[k].clone() for k in dense}
+    saved_rows = {k: params[k][r].clone() for k, (r, _) in rows.items()}
+    with torch.no_grad():
+        for k, v in dense.items():
+            params[k].copy_(v)
+        for k, (r, v) in rows.items():
+            params[k][r] = v
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in saved_dense.items():
+                params[k].copy_(v)
+            for k, (r, _) in rows.items():
+                params[k][r] = saved_rows[k]
+
+
+def _by_user(users: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``(ptr, positions)``: the positions in ``users`` of each user's entries."""
+    order = np.argsort(users, kind="stable")
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))]).astype(np.int64)
+    return ptr, order
+
+
+def run_standalone(sim: "Simulation") -> "RunResult":
+    from rf2.simulation import DivergenceError, RunResult, peak_rss_mb
+
+    cfg, ds, opt, model, params = sim.config, sim.dataset, sim.optimization, sim.model, sim.params
+    if cfg.max_rounds:
+        raise ValueError(f"max_rounds={cfg.max_rounds}: optimization {opt.spec!r} trains every client alone, so there "
+                         "are no server rounds to stop after; set max_rounds = 0 (use fewer epochs or a smaller dataset "
+                         "for a quick look)")
+    plan = sim.schedule()
+    groups = [chosen for e, chosen in plan if e == 0]
+    n_rounds = len(groups)
+    tables = table_index_columns(model)
+    test = ds.test_index
+    test_users = ds.user[test]
+    tptr, tpos = _by_user(test_users, ds.n_users)
+    logits = np.full(test.size, np.nan, dtype=np.float32)
+    ranking = None
+    if cfg.ranking_k:
+        from rf2.evaluation.ranking import ranking_by_user, relevant_and_excluded
+
+        sets = relevant_and_excluded(ds)
+        ranking = []
+    scored = np.zeros(ds.n_users, dtype=bool)
+    log = []
+    T = sim.tiers.n_tiers
+    was = model.training
+    model.eval()
+    bar = tqdm(groups, desc=f"{cfg.optimization} | {sim.tiers.spec}", unit="group", disable=not sim.progress,
+               leave=False, dynamic_ncols=True)
+    train_s = eval_s = 0.0
+    for r, clients in enumerate(bar):
+        clients = np.asarray(clients, dtype=np.int64)
+        ts = time.perf_counter()
+        batch = RoundBatch.gather(ds, sim.encoder, clients)
+        C = clients.size
+        dense = {k: v.detach().expand(C, *v.shape).clone() for k, v in params.items() if k not in tables}
+        rows: dict[str, torch.Tensor] = {}
+        layout = {}
+        for epoch in range(cfg.epochs):
+            round_ = epoch * n_rounds + r
+            contexts = make_contexts(cfg.seed, clients, sim.tiers.tier, sim.tiers.names, round_, epoch,
+                                     ds.train_counts[clients])
+            u = sim.engine.client_updates(model, params, batch, contexts, cfg.local_steps, cfg.client_lr,
+                                          opt.client_masks(contexts, model), private=dense, private_rows=rows or None,
+                                          loss_args=opt.client_loss_args(contexts, model) or None,
+                                          optimizer=cfg.client_optimizer)
+            dense = {k: dense[k] + u.dense[k] for k in dense}
+            for k, t in u.tables.items():
+                rows[k] = (rows[k] if k in rows else params[k].detach()[t.rows]) + t.values
+                layout[k] = t
+            w = u.weights
+            loss = float((u.loss * w).sum() / w.sum())
+            if not math.isfinite(loss):
+                raise DivergenceError(f"round {round_}: training loss is {loss}")
+            costs = sim.system.costs(contexts, np.zeros(C), cfg.local_steps, opt.compute_fraction(contexts, model))
+            tiers = sim.tiers.tier[clients]
+            sim.cost["compute_s"] += np.bincount(tiers, weights=costs.compute_s, minlength=T)
+            sim.cost["participations"] += np.bincount(tiers, minlength=T)
+            log.append({"round": round_, "epoch": epoch, "selected": C, "participants": C, "samples": int(w.sum()),
+                        "train_loss": loss, "upload_mb": 0.0, "sim_round_s": float(costs.total_s.max())})
+        te = time.perf_counter()
+        train_s += te - ts
+        # every client scored with its own model
+        for i, c in enumerate(clients.tolist()):
+            own_rows = {k: (t.rows[t.ptr[i]: t.ptr[i + 1]], rows[k][t.ptr[i]: t.ptr[i + 1]]) for k, t in layout.items()}
+            with client_model(params, {k: v[i] for k, v in dense.items()}, own_rows), torch.no_grad():
+                pos = tpos[tptr[c]: tptr[c + 1]]
+                if pos.size:
+                    logits[pos] = model(sim.encoder.encode(test[pos])).numpy()
+                if ranking is not None:
+                    ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=[c], sets=sets))
+            scored[c] = True
+        eval_s += time.perf_counter() - te
+        for row in log[-cfg.epochs:]:
+            row["seconds"] = (te - ts) / cfg.epochs
+        bar.set_postfix(loss=f"{log[-1]['train_loss']:.4f}", refresh=False)
+    bar.close()
+    model.train(was)
+    te = time.perf_counter()
+    # clients that never trained (no training data) keep the initial model
+    rest = np.flatnonzero(~scored[test_users])
+    if rest.size:
+        logits[rest] = sim.predict(test[rest])
+    if ranking is not None and (~scored).any():
+        ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=np.flatnonzero(~scored), sets=sets))
+    if not np.isfinite(logits).all():
+        raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} test predictions are not finite")
+    metrics = tier_metrics(ds.label[test], logits, sim.tiers.tier[test_users], test_users, sim.tiers.names)
+    if ranking is not None:
+        from rf2.evaluation.ranking import ranking_frame
+
+        frame = ranking_frame(pd.concat(ranking), sim.tiers.tier, sim.tiers.names)
+        metrics = TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names)
+    rounds = pd.DataFrame(log).sort_values("round", kind="stable").reset_index(drop=True)
+    metrics = sim._with_costs(metrics, rounds)
+    eval_s += time.perf_counter() - te
+    return RunResult(config=cfg, metrics=metrics, rounds=rounds, tiers=sim.tiers,
+                     seconds={"load": sim.load_seconds, "train": train_s, "eval": eval_s},
+                     peak_rss_mb=peak_rss_mb())
