@@ -50,9 +50,12 @@ class RunConfig:
     engine: str = _f("batched", "how client updates are computed: batched (vmap, fast) | reference (loop)")
     eval_batch_size: int = _f(65536, "test events scored per forward pass")
     ranking_k: int = _f(0, "also rank every item per user: NDCG@K and Recall@K per tier (0: off; HeteFedRec: 20)")
+    ranking_exclude: str = _f("train", "items left out of a user's ranking: train (all its training items) | "
+                                       "train_clicks (training clicks only) | none")
 
     def __post_init__(self) -> None:
-        for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine", "client_optimizer"):
+        for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine", "client_optimizer",
+                     "ranking_exclude"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise ValueError(f"config: {name} must be a string, got {v!r}")
@@ -77,6 +80,10 @@ class RunConfig:
         if self.engine not in ENGINES:
             raise ValueError(f"config: engine must be one of {ENGINES}, got {self.engine!r}")
         from rf2.clients.optim import CLIENT_OPTIMIZERS
+        from rf2.evaluation.ranking import EXCLUDE_CHOICES
+
+        if self.ranking_exclude not in EXCLUDE_CHOICES:
+            raise ValueError(f"config: ranking_exclude must be one of {EXCLUDE_CHOICES}, got {self.ranking_exclude!r}")
 
         if self.client_optimizer not in CLIENT_OPTIMIZERS:
             raise ValueError(f"config: client_optimizer must be one of {CLIENT_OPTIMIZERS}, got {self.client_optimizer!r}")

@@ -297,7 +297,7 @@ class Simulation:
             from rf2.evaluation.ranking import ranking_metrics
 
             ranking = ranking_metrics(self.model, ds, self.encoder, self.tiers.tier, self.tiers.names,
-                                      k=self.config.ranking_k)
+                                      k=self.config.ranking_k, exclude=self.config.ranking_exclude)
             metrics = TierMetrics(pd.concat([metrics.frame, ranking], ignore_index=True), metrics.tier_names)
         return metrics
 

@@ -89,7 +89,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     if cfg.ranking_k:
         from rf2.evaluation.ranking import ranking_by_user, relevant_and_excluded
 
-        sets = relevant_and_excluded(ds)
+        sets = relevant_and_excluded(ds, cfg.ranking_exclude)
         ranking = []
     scored = np.zeros(ds.n_users, dtype=bool)
     log = []
@@ -139,7 +139,8 @@ def run_standalone(sim: "Simulation") -> "RunResult":
                 if pos.size:
                     logits[pos] = model(sim.encoder.encode(test[pos])).numpy()
                 if ranking is not None:
-                    ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=[c], sets=sets))
+                    ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=[c], sets=sets,
+                                                   exclude=cfg.ranking_exclude))
             scored[c] = True
         eval_s += time.perf_counter() - te
         for row in log[-cfg.epochs:]:
@@ -153,7 +154,8 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     if rest.size:
         logits[rest] = sim.predict(test[rest])
     if ranking is not None and (~scored).any():
-        ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=np.flatnonzero(~scored), sets=sets))
+        ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=np.flatnonzero(~scored), sets=sets,
+                                       exclude=cfg.ranking_exclude))
     if not np.isfinite(logits).all():
         raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} test predictions are not finite")
     metrics = tier_metrics(ds.label[test], logits, sim.tiers.tier[test_users], test_users, sim.tiers.names)

@@ -454,3 +454,26 @@ def test_ml100k_dlrm_ranking(ml100k_ds):
         bool(((ds.user == u) & ds.is_test & (ds.label == 1)).any()) for u in users
     )
     assert (a.loc[a["tier"] == OVERALL, "n_users"] == n_with_test_clicks).all()
+
+
+@pytest.mark.parametrize("optimization", ["none", "standalone"])
+def test_run_config_ranking_exclude_reaches_the_metrics(optimization):
+    """``ranking_exclude`` reaches a run's metrics: federated, they equal ranking the final global
+    model directly with that exclusion; in both kinds of run the two exclusions differ."""
+    from rf2.config import RunConfig
+    from rf2.simulation import Simulation
+
+    base = RunConfig(dataset="synthetic", dataset_options={"n_users": 60, "n_items": 30, "user_id": True}, model="ncf",
+                     optimization=optimization, clients_per_round=20, ranking_k=5)
+    runs = {}
+    for exclude in ("train", "train_clicks"):
+        sim = Simulation(base.replace(ranking_exclude=exclude), progress=False)
+        got = sim.run().metrics.frame.query("metric == 'ndcg@5'").set_index("tier")["value"]
+        runs[exclude] = got
+        if optimization == "none":
+            want = ranking_metrics(sim.model, sim.dataset, sim.encoder, sim.tiers.tier, sim.tiers.names, k=5,
+                                   exclude=exclude).query("metric == 'ndcg@5'").set_index("tier")["value"]
+            pd.testing.assert_series_equal(got, want, check_names=False)
+    assert (runs["train"] - runs["train_clicks"]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match=r"ranking_exclude must be one of \('train', 'train_clicks', 'none'\)"):
+        base.replace(ranking_exclude="test")
