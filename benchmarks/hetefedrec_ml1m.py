@@ -1,0 +1,127 @@
+"""HeteFedRec's Table II (Fed-NCF, ML) and Table IV on MovieLens-1M, every configuration.
+
+The heterogeneous configurations share one model (``hetencf`` with sizes 8/16/32) and could be a
+sweep, but the homogeneous baselines need other sizes, so this script runs each configuration
+on its own (``benchmarks/hetefedrec_ml1m.toml`` plus the configuration's overrides) and writes
+one tidy CSV per configuration into OUT; re-running skips finished ones.
+
+    RF2_DATA_DIR=../shared/data python benchmarks/hetefedrec_ml1m.py run OUT [--epochs 20]
+        [--client-optimizer adam --client-lr 0.001] [--only "HeteFedRec" "All Small"]
+    python benchmarks/hetefedrec_ml1m.py table OUT     # the markdown table of every CSV under OUT
+
+``table`` reads every rf2 result CSV under OUT (also ``rf2 sweep`` directories and ``rf2 run
+--out`` files) and names each row by its optimisation and model sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+TOML = HERE / "hetefedrec_ml1m.toml"
+H = "hetefedrec:8,16,32"
+
+#: (label, optimization, model sizes), in the order of the paper's tables
+CONFIGS = [
+    ("All Small", "hetefedrec:8", [8]),
+    ("All Large", "hetefedrec:32", [32]),
+    ("All Large/Exclusive", "hetefedrec:32:exclusive=on", [32]),
+    ("Standalone", f"{H}:standalone=on:udl=off:ddr=0:kd=off", [8, 16, 32]),
+    ("Clustered FedRec", f"{H}:agg=clustered:udl=off:ddr=0:kd=off", [8, 16, 32]),
+    ("Directly Aggregate (-RESKD-DDR-UDL)", f"{H}:kd=off:ddr=0:udl=off", [8, 16, 32]),
+    ("-RESKD-DDR", f"{H}:kd=off:ddr=0", [8, 16, 32]),
+    ("-RESKD", f"{H}:kd=off", [8, 16, 32]),
+    ("HeteFedRec", H, [8, 16, 32]),
+]
+#: `none` on hetencf 8/16/32 trains everyone at N = 32 with plain NCF's loss: All Large
+ALIASES = {("none", (8, 16, 32)): "All Large"}
+
+
+def label_of(optimization: str, sizes) -> str:
+    key = (optimization, tuple(sizes))
+    for label, opt, s in CONFIGS:
+        if (opt, tuple(s)) == key:
+            return label
+    return ALIASES.get(key, f"{optimization} (sizes {list(sizes)})")
+
+
+def run(out: Path, overrides: dict, only: list[str] | None) -> None:
+    from rf2.config import RunConfig
+    from rf2.simulation import Simulation
+
+    out.mkdir(parents=True, exist_ok=True)
+    base = RunConfig.from_toml(TOML, "run").replace(**overrides)
+    todo = [c for c in CONFIGS if not only or c[0] in only]
+    unknown = sorted(set(only or []) - {c[0] for c in CONFIGS})
+    if unknown:
+        sys.exit(f"unknown configuration(s) {unknown}; choose from {[c[0] for c in CONFIGS]}")
+    for label, opt, sizes in todo:
+        path = out / (label.replace("/", "-").replace(" ", "_") + ".csv")
+        if path.exists():
+            print(f"{label}: done ({path})")
+            continue
+        cfg = base.replace(optimization=opt, model_options={**base.model_options, "sizes": sizes})
+        t = time.perf_counter()
+        result = Simulation(cfg).run()
+        rows = result.rows()
+        rows["seconds"] = time.perf_counter() - t
+        tmp = path.with_suffix(".tmp")
+        rows.to_csv(tmp, index=False)
+        tmp.replace(path)  # a finished configuration appears whole or not at all
+        print(f"{label}: {time.perf_counter() - t:.0f} s -> {path}")
+
+
+def table(paths: list[Path]) -> pd.DataFrame:
+    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*.csv")))]
+    frames = [pd.read_csv(f) for f in files if f.name not in ("results.csv", "mdac.csv")]
+    rows = pd.concat([f for f in frames if {"metric", "tier", "optimization"} <= set(f.columns)], ignore_index=True)
+    from rf2.results import with_config_defaults
+
+    rows = with_config_defaults(rows[rows["tier"] == "overall"].copy())  # older files lack newer settings
+    rows["sizes"] = rows["model_options"].map(lambda s: tuple(ast.literal_eval(s)["sizes"]))
+    rows["configuration"] = [label_of(o, s) for o, s in zip(rows["optimization"], rows["sizes"])]
+    keys = ["configuration", "client_optimizer", "client_lr", "epochs"]
+    wide = rows.pivot_table(index=keys, columns="metric", values="value", aggfunc="first")
+    cols = [c for c in ("ndcg@20", "recall@20", "auc", "upload_mb") if c in wide.columns]
+    order = {label: i for i, (label, _, _) in enumerate(CONFIGS)}
+    wide = wide[cols].reset_index()
+    wide["_o"] = wide["configuration"].map(lambda c: order.get(c, len(order)))
+    return wide.sort_values([*keys[1:], "_o", "configuration"], kind="stable").drop(columns="_o")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("out", type=Path)
+    r.add_argument("--epochs", type=int)
+    r.add_argument("--client-optimizer", choices=["sgd", "adam"])
+    r.add_argument("--client-lr", type=float)
+    r.add_argument("--only", nargs="+")
+    t = sub.add_parser("table")
+    t.add_argument("paths", type=Path, nargs="+")
+    a = ap.parse_args()
+    if a.cmd == "run":
+        overrides = {k: v for k, v in (("epochs", a.epochs), ("client_optimizer", a.client_optimizer),
+                                       ("client_lr", a.client_lr)) if v is not None}
+        run(a.out, overrides, a.only)
+    else:
+        print(markdown(table(a.paths)))
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    def cell(v):
+        return f"{v:,.0f}" if isinstance(v, float) and abs(v) >= 100 else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
