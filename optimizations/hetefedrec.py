@@ -64,6 +64,7 @@ import torch.nn.functional as F
 
 from rf2.aggregation import GlobalUpdate, RowUpdate, fedavg, weighted_row_sum
 from rf2.seeding import numpy_rng
+from tier_mapping import count_groups
 
 from .base import ClientContext, Optimization
 
@@ -158,21 +159,6 @@ def parse_hetefedrec(args: list[str], spec: str) -> "HeteFedRec":
     return HeteFedRec(spec, tuple(sizes), group=group, ratio=ratio, udl=flags["udl"], alpha=alpha, kd=flags["kd"],
                       kd_items=int(kd_items), kd_lr=kd_lr, agg=agg, exclusive=flags["exclusive"],
                       standalone=flags["standalone"])
-
-
-def count_groups(counts: np.ndarray, ratio: tuple[float, ...]) -> np.ndarray:
-    """Users sorted by ``counts`` (ties: lower index first) cut into ``len(ratio)`` consecutive
-    groups of (rounded) proportions ``ratio``; group 0 has the fewest events."""
-    n = counts.size
-    order = np.argsort(counts, kind="stable")
-    cuts = np.round(np.cumsum(ratio) / np.sum(ratio) * n).astype(np.int64)
-    cuts[-1] = n
-    group = np.empty(n, dtype=np.int64)
-    start = 0
-    for g, end in enumerate(cuts):
-        group[order[start:end]] = g
-        start = end
-    return group
 
 
 class HeteFedRec(Optimization):

@@ -123,7 +123,10 @@ class RunConfig:
                              f"its options: {sorted(model_options(self.model))}")
         if self.server_optimizer not in SERVER_OPTIMIZERS:
             raise ValueError(f"config: server_optimizer must be one of {sorted(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}")
-        parse_mapping(self.mapping)
+        kind, param, _ = parse_mapping(self.mapping)
+        if kind == "activity" and param is not None and len(param) != self.n_tiers:
+            raise ValueError(f"config: mapping {self.mapping!r} has {len(param)} ratio parts but n_tiers={self.n_tiers}; "
+                             "give one part per tier, lowest first")
         names = tier_names(self.n_tiers)
         # the optimisation must fit the run's tiers (one value per tier for prune/quant/channel)
         parse_optimization(self.optimization).validate(names)

@@ -255,7 +255,8 @@ MAP_SPECS = st.one_of(
     st.text(max_size=30),
     st.sampled_from(["dirichlet:0", "dirichlet:-1", "dirichlet:nan", "dirichlet:inf", "dirichlet:1e308", "dirichlet:",
                      "dirichlet:1e-400", "dirichlet:\u0665", "dirichlet:1_0", "random", " RANDOM ", "hetero-vhigh",
-                     "dirichlet:0.5:sideways", "dirichlet:0.5:unbalanced", "dirichlet:" + "9" * 5000, ""]),
+                     "dirichlet:0.5:sideways", "dirichlet:0.5:unbalanced", "dirichlet:" + "9" * 5000, "",
+                     "activity", "activity:5:3:2", "activity:0:1:1", "activity:1e400:1:1", "activity:a", "activity:"]),
 )
 
 
@@ -267,9 +268,11 @@ def check_mapping(spec: str):
         assert repr(spec) in msg, f"the error does not name the spec: {msg}"
         assert "dirichlet:ALPHA" in msg and "random" in msg, f"the error does not list the allowed forms: {msg}"
         return None
-    assert kind in ("random", "dirichlet") and isinstance(balance, bool)
+    assert kind in ("random", "dirichlet", "activity") and isinstance(balance, bool)
     if kind == "dirichlet":
         assert math.isfinite(alpha) and 0 < alpha <= MAX_ALPHA
+    if kind == "activity" and alpha is not None:  # the ratio
+        assert all(math.isfinite(r) and 0 < r <= MAX_ALPHA for r in alpha)
     return kind, alpha, balance
 
 

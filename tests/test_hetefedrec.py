@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from optimizations import make_contexts, parse_optimization
-from optimizations.hetefedrec import count_groups, padding_aggregate, relation_kd_loss
+from optimizations.hetefedrec import padding_aggregate, relation_kd_loss
+from tier_mapping import count_groups
 from rf2.aggregation import RowUpdate
 from rf2.clients.batch import RoundBatch
 from rf2.clients.batched import BatchedEngine

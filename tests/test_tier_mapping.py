@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from rf2.data import make_synthetic
@@ -142,3 +143,53 @@ def test_paper_names_and_alpha_error_message():
         parse_mapping("dirichlet:0")
     with pytest.raises(ValueError, match="alpha"):
         dirichlet_mapping(np.array([0]), np.array([0]), np.array([1]), 1, 1, alpha=0.0)
+
+
+def test_activity_mapping_orders_users_by_training_events():
+    ds = make_synthetic(n_users=200, n_items=50, events_per_user=30, seed=5)
+    t = map_tiers(ds, "activity:5:3:2", 3)
+    counts = ds.train_counts
+    assert np.bincount(t.tier, minlength=3).tolist() == [100, 60, 40]
+    for lo in range(2):  # every user of a lower tier has at most as many training events as any higher one
+        assert counts[t.tier == lo].max() <= counts[t.tier == lo + 1].min()
+    # hand check on a tiny example: counts 5,1,3,1,9,2 with equal parts -> (1,1), (2,3), (5,9); ties by index
+    from tier_mapping import count_groups
+
+    assert count_groups(np.array([5, 1, 3, 1, 9, 2]), (1, 1, 1)).tolist() == [2, 0, 1, 0, 2, 1]
+    eq = map_tiers(ds, "activity", 2)
+    assert np.bincount(eq.tier).tolist() == [100, 100]
+
+
+@pytest.mark.parametrize("spec,n,match", [
+    ("activity:5:3", 3, "has 2 ratio parts but there are 3 tiers"),
+    ("activity:5:x:2", 3, "ratio parts must be decimal numbers"),
+    ("activity:0:1:1", 3, "ratio parts must be > 0"),
+])
+def test_activity_mapping_errors(spec, n, match):
+    ds = make_synthetic(n_users=20, n_items=10, seed=0)
+    with pytest.raises(ValueError, match=match):
+        map_tiers(ds, spec, n)
+
+
+def test_activity_tiers_reproduce_hetefedrec_count_groups():
+    """hetefedrec group=tier under activity:5:3:2 trains exactly what group=count does (the
+    mapping changes only which users each per-tier metric averages over)."""
+    from rf2.config import RunConfig
+    from rf2.simulation import Simulation
+
+    base = RunConfig(dataset="synthetic", dataset_options={"n_users": 80, "n_items": 30, "user_id": True},
+                     model="hetencf", model_options={"sizes": [4, 8, 16]}, clients_per_round=20, ranking_k=5)
+    a = Simulation(base.replace(optimization="hetefedrec:4,8,16:group=count:ratio=5:3:2"), progress=False)
+    b = Simulation(base.replace(optimization="hetefedrec:4,8,16:group=tier", mapping="activity:5:3:2"), progress=False)
+    assert (a.optimization.group == b.optimization.group).all()
+    ra, rb = a.run(), b.run()
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k]), k
+    overall = lambda r: r.metrics.frame.query("tier == 'overall' and metric in ['auc', 'ndcg@5']")["value"].to_numpy()
+    np.testing.assert_allclose(overall(ra), overall(rb))
+    # per tier they differ: b's tiers are the size groups
+    assert np.bincount(b.tiers.tier).tolist() == [40, 24, 16]
+    per_tier = lambda r: r.metrics.frame.query("tier != 'overall' and metric == 'auc'")["value"].to_numpy()
+    assert np.abs(per_tier(ra) - per_tier(rb)).max() > 1e-3
+    with pytest.raises(ValueError, match="has 2 ratio parts but n_tiers=3"):
+        base.replace(mapping="activity:1:1")

@@ -8,6 +8,8 @@ Specs (strings, as used in configs and on the command line):
 ``dirichlet:ALPHA:unbalanced``  Algorithm 1 without lines 4-5 (tier sizes not balanced)
 ``hetero-vlow`` ...         the paper's names (§5.3): vlow = 5000, low = 5, mid = 0.5,
                             high = 0.05, vhigh = 0.005
+``activity[:R1:R2:...]``    not RF²'s: tiers by number of training events, lightest users lowest,
+                            in proportions R (default equal); HeteFedRec's grouping
 ==========================  =====================================================================
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numbers
 import re
 from typing import TYPE_CHECKING
 
+from .activity import activity_mapping, count_groups
 from .base import TierAssignment, tier_names
 from .dirichlet import assign_tiers, dirichlet_mapping, first_items
 from .random import random_mapping
@@ -43,14 +46,16 @@ MAX_TIERS = 127
 
 _HELP = (
     f"use 'random', 'dirichlet:ALPHA' (ALPHA a decimal number in (0, {MAX_ALPHA:g}], e.g. dirichlet:0.05), "
-    f"'dirichlet:ALPHA:unbalanced', or one of {sorted(PAPER_LEVELS)}"
+    f"'dirichlet:ALPHA:unbalanced', 'activity' or 'activity:5:3:2' (tiers by training events, one ratio part "
+    f"per tier), or one of {sorted(PAPER_LEVELS)}"
 )
 #: A plain ASCII decimal number (no ``1_0``, no non-ASCII digits, no ``inf``/``nan``).
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def parse_mapping(spec: str) -> tuple[str, float | None, bool]:
-    """``spec`` -> ``(kind, alpha, balance)``; raises ``ValueError`` naming the spec and the allowed forms."""
+def parse_mapping(spec: str) -> tuple[str, float | tuple[float, ...] | None, bool]:
+    """``spec`` -> ``(kind, parameter, balance)``: ``alpha`` for ``dirichlet``, the ratio (or
+    ``None``: equal parts) for ``activity``. Raises ``ValueError`` naming the spec and the allowed forms."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"tier mapping must be a non-empty string, got {spec!r}; {_HELP}")
     s = spec.strip().lower()
@@ -59,6 +64,15 @@ def parse_mapping(spec: str) -> tuple[str, float | None, bool]:
     if s == "random":
         return "random", None, True
     parts = [p.strip() for p in s.split(":")]
+    if parts[0] == "activity":
+        if len(parts) == 1:
+            return "activity", None, True
+        if any(not _NUMBER.fullmatch(p) for p in parts[1:]):
+            raise ValueError(f"tier mapping {spec!r}: ratio parts must be decimal numbers; {_HELP}")
+        ratio = tuple(float(p) for p in parts[1:])
+        if not all(0 < r <= MAX_ALPHA for r in ratio):
+            raise ValueError(f"tier mapping {spec!r}: ratio parts must be > 0 and <= {MAX_ALPHA:g}; {_HELP}")
+        return "activity", ratio, True
     if parts[0] == "dirichlet" and len(parts) in (2, 3):
         if not _NUMBER.fullmatch(parts[1]):
             raise ValueError(f"tier mapping {spec!r}: alpha {parts[1]!r} is not a decimal number; {_HELP}")
@@ -89,6 +103,8 @@ def map_tiers(dataset: "InteractionDataset", spec: str, n_tiers: int = 3, seed: 
         raise ValueError(f"tier mapping seed must be an integer >= 0, got {seed!r}")
     if kind == "random":
         return random_mapping(dataset.n_users, n_tiers, seed, spec=spec)
+    if kind == "activity":
+        return activity_mapping(dataset.train_counts, n_tiers, alpha, spec=spec, seed=seed)
     return dirichlet_mapping(
         dataset.user, dataset.item, dataset.label, dataset.n_users, dataset.n_items,
         alpha=alpha, n_tiers=n_tiers, balance=balance, seed=seed, spec=spec,
@@ -96,6 +112,7 @@ def map_tiers(dataset: "InteractionDataset", spec: str, n_tiers: int = 3, seed: 
 
 
 __all__ = [
-    "MAX_ALPHA", "MAX_TIERS", "PAPER_LEVELS", "PAPER_MAPPINGS", "TierAssignment", "assign_tiers", "check_n_tiers", "dirichlet_mapping", "first_items",
+    "MAX_ALPHA", "MAX_TIERS", "PAPER_LEVELS", "PAPER_MAPPINGS", "TierAssignment", "activity_mapping", "assign_tiers",
+    "count_groups", "check_n_tiers", "dirichlet_mapping", "first_items",
     "map_tiers", "parse_mapping", "random_mapping", "tier_names",
 ]
