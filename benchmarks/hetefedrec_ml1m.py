@@ -8,6 +8,7 @@ one tidy CSV per configuration into OUT; re-running skips finished ones.
     RF2_DATA_DIR=../shared/data python benchmarks/hetefedrec_ml1m.py run OUT [--epochs 20]
         [--client-optimizer adam --client-lr 0.001] [--only "HeteFedRec" "All Small"]
     python benchmarks/hetefedrec_ml1m.py table OUT     # the markdown table of every CSV under OUT
+    python benchmarks/hetefedrec_ml1m.py table OUT --by-tier   # NDCG@20 per size group (tier)
 
 ``table`` reads every rf2 result CSV under OUT (also ``rf2 sweep`` directories and ``rf2 run
 --out`` files) and names each row by its optimisation and model sizes.
@@ -54,12 +55,17 @@ def run(out: Path, overrides: dict, only: list[str] | None) -> None:
     from rf2.config import RunConfig
     from rf2.simulation import Simulation
 
+    from rf2.config import load_toml
+
     out.mkdir(parents=True, exist_ok=True)
-    base = RunConfig.from_toml(TOML, "run").replace(**overrides)
-    todo = [c for c in CONFIGS if not only or c[0] in only]
+    data = load_toml(TOML)
+    mapping = data["sweep"]["mappings"][0]  # the sweep file's tier mapping (activity:5:3:2: the size groups)
+    base = RunConfig.from_dict({**data["run"], "mapping": mapping}).replace(**overrides)
     unknown = sorted(set(only or []) - {c[0] for c in CONFIGS})
     if unknown:
         sys.exit(f"unknown configuration(s) {unknown}; choose from {[c[0] for c in CONFIGS]}")
+    by_label = {c[0]: c for c in CONFIGS}
+    todo = [by_label[label] for label in only] if only else CONFIGS  # in the order asked
     for label, opt, sizes in todo:
         path = out / (label.replace("/", "-").replace(" ", "_") + ".csv")
         if path.exists():
@@ -76,22 +82,58 @@ def run(out: Path, overrides: dict, only: list[str] | None) -> None:
         print(f"{label}: {time.perf_counter() - t:.0f} s -> {path}")
 
 
-def table(paths: list[Path]) -> pd.DataFrame:
+def load_rows(paths: list[Path]) -> pd.DataFrame:
+    """Every rf2 result row under ``paths``, labelled with its configuration."""
+    from rf2.results import with_config_defaults
+
     files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*.csv")))]
     frames = [pd.read_csv(f) for f in files if f.name not in ("results.csv", "mdac.csv")]
     rows = pd.concat([f for f in frames if {"metric", "tier", "optimization"} <= set(f.columns)], ignore_index=True)
-    from rf2.results import with_config_defaults
-
-    rows = with_config_defaults(rows[rows["tier"] == "overall"].copy())  # older files lack newer settings
+    rows = with_config_defaults(rows)  # older files lack newer settings
     rows["sizes"] = rows["model_options"].map(lambda s: tuple(ast.literal_eval(s)["sizes"]))
     rows["configuration"] = [label_of(o, s) for o, s in zip(rows["optimization"], rows["sizes"])]
-    keys = ["configuration", "client_optimizer", "client_lr", "epochs"]
-    wide = rows.pivot_table(index=keys, columns="metric", values="value", aggfunc="first")
-    cols = [c for c in ("ndcg@20", "recall@20", "auc", "upload_mb") if c in wide.columns]
+    return rows
+
+
+KEYS = ["configuration", "client_optimizer", "client_lr", "epochs"]
+
+
+def _ordered(wide: pd.DataFrame) -> pd.DataFrame:
     order = {label: i for i, (label, _, _) in enumerate(CONFIGS)}
-    wide = wide[cols].reset_index()
+    wide = wide.reset_index()
     wide["_o"] = wide["configuration"].map(lambda c: order.get(c, len(order)))
-    return wide.sort_values([*keys[1:], "_o", "configuration"], kind="stable").drop(columns="_o")
+    return wide.sort_values([*KEYS[1:], "_o", "configuration"], kind="stable").drop(columns="_o")
+
+
+def table(paths: list[Path]) -> pd.DataFrame:
+    """One row per configuration (and client optimiser, lr, epochs): overall NDCG@20, Recall@20,
+    AUC and upload MB."""
+    rows = load_rows(paths)
+    rows = rows[rows["tier"] == "overall"]
+    wide = rows.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first")
+    cols = [c for c in ("ndcg@20", "recall@20", "auc", "upload_mb") if c in wide.columns]
+    return _ordered(wide[cols])
+
+
+def tier_table(paths: list[Path], metric: str = "ndcg@20", baseline: str = "All Large") -> pd.DataFrame:
+    """``metric`` per tier (with ``activity`` mappings: per size group), its relative change
+    against ``baseline`` run the same way (RF² Eq. 1) and the MDAC over tiers (Eq. 2), in %."""
+    rows = load_rows(paths)
+    rows = rows[rows["metric"] == metric]
+    wide = rows.pivot_table(index=[*KEYS, "mapping"], columns="tier", values="value", aggfunc="first")
+    tiers = [t for t in ("low", "mid", "high") if t in wide.columns] or [c for c in wide.columns if c != "overall"]
+    wide = wide[[*tiers, "overall"]]
+    base = wide.xs(baseline, level="configuration", drop_level=False) if baseline in wide.index.get_level_values(0) else None
+    out = wide.copy()
+    if base is not None:
+        ref = base.droplevel("configuration")
+        rel = []
+        for idx, row in wide.iterrows():
+            key = idx[1:]
+            rel.append(100 * (row[tiers] - ref.loc[key, tiers]) / ref.loc[key, tiers] if key in ref.index else row[tiers] * float("nan"))
+        rel = pd.DataFrame(rel, index=wide.index)
+        out["MDAC % vs " + baseline] = rel.max(axis=1) - rel.min(axis=1)
+    return _ordered(out.droplevel("mapping"))
 
 
 def main() -> None:
@@ -105,13 +147,14 @@ def main() -> None:
     r.add_argument("--only", nargs="+")
     t = sub.add_parser("table")
     t.add_argument("paths", type=Path, nargs="+")
+    t.add_argument("--by-tier", action="store_true", help="NDCG@20 per tier (size group) and MDAC vs All Large")
     a = ap.parse_args()
     if a.cmd == "run":
         overrides = {k: v for k, v in (("epochs", a.epochs), ("client_optimizer", a.client_optimizer),
                                        ("client_lr", a.client_lr)) if v is not None}
         run(a.out, overrides, a.only)
     else:
-        print(markdown(table(a.paths)))
+        print(markdown(tier_table(a.paths) if a.by_tier else table(a.paths)))
 
 
 def markdown(frame: pd.DataFrame) -> str:
