@@ -34,9 +34,9 @@ CONFIGS = [
     ("All Large/Exclusive", "hetefedrec:32:exclusive=on", [32]),
     ("Standalone", f"{H}:standalone=on:udl=off:ddr=0:kd=off", [8, 16, 32]),
     ("Clustered FedRec", f"{H}:agg=clustered:udl=off:ddr=0:kd=off", [8, 16, 32]),
-    ("Directly Aggregate (-RESKD-DDR-UDL)", f"{H}:kd=off:ddr=0:udl=off", [8, 16, 32]),
-    ("-RESKD-DDR", f"{H}:kd=off:ddr=0", [8, 16, 32]),
-    ("-RESKD", f"{H}:kd=off", [8, 16, 32]),
+    ("Directly Aggregate (w/o RESKD, DDR, UDL)", f"{H}:kd=off:ddr=0:udl=off", [8, 16, 32]),
+    ("HeteFedRec w/o RESKD, DDR", f"{H}:kd=off:ddr=0", [8, 16, 32]),
+    ("HeteFedRec w/o RESKD", f"{H}:kd=off", [8, 16, 32]),
     ("HeteFedRec", H, [8, 16, 32]),
 ]
 #: `none` on hetencf 8/16/32 trains everyone at N = 32 with plain NCF's loss: All Large
