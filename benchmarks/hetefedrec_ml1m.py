@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
@@ -101,6 +102,8 @@ KEYS = ["configuration", "client_optimizer", "client_lr", "epochs"]
 def _ordered(wide: pd.DataFrame) -> pd.DataFrame:
     order = {label: i for i, (label, _, _) in enumerate(CONFIGS)}
     wide = wide.reset_index()
+    if "mapping" in wide.columns:  # last, after the metrics
+        wide = wide[[c for c in wide.columns if c != "mapping"] + ["mapping"]]
     wide["_o"] = wide["configuration"].map(lambda c: order.get(c, len(order)))
     return wide.sort_values([*KEYS[1:], "_o", "configuration"], kind="stable").drop(columns="_o")
 
@@ -133,7 +136,7 @@ def tier_table(paths: list[Path], metric: str = "ndcg@20", baseline: str = "All 
             rel.append(100 * (row[tiers] - ref.loc[key, tiers]) / ref.loc[key, tiers] if key in ref.index else row[tiers] * float("nan"))
         rel = pd.DataFrame(rel, index=wide.index)
         out["MDAC % vs " + baseline] = rel.max(axis=1) - rel.min(axis=1)
-    return _ordered(out.droplevel("mapping"))
+    return _ordered(out)
 
 
 def main() -> None:
@@ -148,6 +151,7 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("paths", type=Path, nargs="+")
     t.add_argument("--by-tier", action="store_true", help="NDCG@20 per tier (size group) and MDAC vs All Large")
+    t.add_argument("--plot", type=Path, help="also draw NDCG@20 per size group and configuration to this PNG")
     a = ap.parse_args()
     if a.cmd == "run":
         overrides = {k: v for k, v in (("epochs", a.epochs), ("client_optimizer", a.client_optimizer),
@@ -155,6 +159,39 @@ def main() -> None:
         run(a.out, overrides, a.only)
     else:
         print(markdown(tier_table(a.paths) if a.by_tier else table(a.paths)))
+        if a.plot:
+            plot_groups(tier_table(a.paths), a.plot)
+            print(f"wrote {a.plot}")
+
+
+def plot_groups(frame: pd.DataFrame, path: Path, metric: str = "NDCG@20") -> None:
+    """Grouped bars: one group per configuration, one bar per tier (size group) and overall; one
+    panel per (client optimiser, lr, epochs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tiers = [c for c in ("low", "mid", "high", "overall") if c in frame.columns]
+    panels = list(frame.groupby([*KEYS[1:], "mapping"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False, sharey=True)
+    for ax, (key, sub) in zip(axes[0], panels):
+        by_size = str(key[3]).startswith("activity")
+        names = {"low": "fewest interactions (low)" if by_size else "low", "mid": "mid",
+                 "high": "most interactions (high)" if by_size else "high", "overall": "overall"}
+        x = np.arange(len(sub))
+        width = 0.8 / len(tiers)
+        for j, t in enumerate(tiers):
+            ax.bar(x + (j - (len(tiers) - 1) / 2) * width, sub[t], width, label=names[t])
+        ax.set_xticks(x, sub["configuration"], rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"client {key[0]} lr {key[1]:g}, {key[2]} epochs, tiers {key[3]}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(f"HeteFedRec on MovieLens-1M: {metric} per tier")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def markdown(frame: pd.DataFrame) -> str:

@@ -51,3 +51,14 @@ def test_hetefedrec_table_reads_run_results(tmp_path):
     assert set(t["client_optimizer"]) == {"adam"}
     assert {"ndcg@20", "recall@20", "auc", "upload_mb"} <= set(t.columns)
     assert mod.markdown(t).count("\n") == 3
+
+    # per tier, with MDAC (RF² Eq. 1-2) against a chosen baseline, recomputed by hand
+    base_label = "hetefedrec:4 (sizes [4])"
+    tt = mod.tier_table([tmp_path], baseline=base_label).set_index("configuration")
+    rows = mod.load_rows([tmp_path]).query("metric == 'ndcg@20'").set_index(["configuration", "tier"])["value"]
+    other = "hetefedrec:4,8:kd=off (sizes [4, 8])"
+    rc = [(rows[(other, t)] - rows[(base_label, t)]) / rows[(base_label, t)] for t in ("low", "mid", "high")]
+    assert tt.loc[other, "MDAC % vs " + base_label] == pytest.approx(100 * (max(rc) - min(rc)))
+    assert tt.loc[base_label, "MDAC % vs " + base_label] == 0
+    mod.plot_groups(tt.reset_index(), tmp_path / "groups.png")
+    assert (tmp_path / "groups.png").stat().st_size > 10_000
