@@ -175,9 +175,11 @@ class BatchedEngine:
         def masked(p, m):
             return {k: v * m[k] if k in m else v for k, v in p.items()}
 
-        step_fn = vmap(grad_and_value(loss_fn))  # one forward pass gives the step and the loss
-        for bucket in plan_buckets(counts.numpy(), self.slack, self.max_cells):
-            b = torch.from_numpy(bucket)
+        # one forward pass gives the step and the loss; the loss arguments are the same for every
+        # client of a bucket (clients are grouped by them), so the model sees them as plain tensors
+        # and may skip work they switch off (hetencf: sub-models with coefficient 0)
+        step_fn = vmap(grad_and_value(loss_fn), in_dims=(0, 0, 0, 0, None))
+        for b, la in self.loss_groups(counts, loss_args):
             Cb = b.numel()
             n_max = int(counts[b].max())
             # padded samples: [Cb, n_max, cols]
@@ -201,7 +203,6 @@ class BatchedEngine:
                     rows = torch.where(slot >= 0, lt.rows[slot.clamp_min(0)], 0)
                     p[k] = params[k].detach()[rows]  # [Cb, u_max, D]
             m = {} if masks is None else {k: v[b] for k, v in masks.items()}
-            la = {k: v[b] for k, v in loss_args.items()}
             p0 = {k: v.clone() for k, v in p.items()}
             state = opt.init(p)  # fresh every round, one entry per client's parameter entry
             for step in range(local_steps):
@@ -227,6 +228,21 @@ class BatchedEngine:
             masks=masks,
             loss=losses,
         )
+
+    def loss_groups(self, counts: torch.Tensor, loss_args: dict[str, torch.Tensor]):
+        """Yield ``(clients, args)``: buckets (:func:`plan_buckets`) of clients whose per-client loss
+        arguments are identical, with those arguments (one client's row)."""
+        C = counts.numel()
+        if loss_args:
+            key = torch.cat([v.reshape(C, -1).to(torch.float64) for v in loss_args.values()], dim=1)
+            _, group = torch.unique(key, dim=0, return_inverse=True)
+        else:
+            group = torch.zeros(C, dtype=torch.long)
+        for g in torch.unique(group).tolist():
+            members = torch.nonzero(group == g).flatten()
+            args = {k: v[members[0]] for k, v in loss_args.items()}
+            for bucket in plan_buckets(counts[members].numpy(), self.slack, self.max_cells):
+                yield members[torch.from_numpy(bucket)], args
 
     def flat_updates(self, model, params, batch: RoundBatch, contexts, opt, owners: dict[str, str]) -> ClientUpdates:
         """Every client's one-step update from ONE forward/backward pass over the pooled samples.

@@ -105,7 +105,8 @@ class ReferenceEngine:
                 loss = client_loss(model, eff, X, y, loss_args and {k: v[c] for k, v in loss_args.items()})
                 if step == 0:
                     losses.append(loss.detach())
-                grads = torch.autograd.grad(loss, list(local.values()))
+                # a model may leave parameters out of a client's loss (hetencf: unused sub-models): zero gradient
+                grads = torch.autograd.grad(loss, list(local.values()), allow_unused=True, materialize_grads=True)
                 with torch.no_grad():
                     inc, state = opt.increments(dict(zip(local, grads)), state)
                     local = {k: (v + inc[k]).requires_grad_(True) for k, v in local.items()}

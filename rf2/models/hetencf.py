@@ -49,6 +49,15 @@ def decorrelation(V: torch.Tensor, weights: torch.Tensor | None = None, eps: flo
     return torch.sqrt((corr * corr).sum() + eps) / N
 
 
+def _nonzero(t: torch.Tensor) -> list[int] | None:
+    """Indices of ``t``'s non-zero entries, or ``None`` when ``t`` is a vmapped (batched) tensor
+    whose values cannot be read."""
+    try:
+        return [i for i, v in enumerate(t.tolist()) if v != 0]
+    except RuntimeError:  # a batched tensor under vmap
+        return None
+
+
 class HeteNCF(RecModel):
     def __init__(
         self,
@@ -119,13 +128,18 @@ class HeteNCF(RecModel):
             z = torch.relu(lin(z))
         return self.heads[h].out(z).squeeze(-1)
 
-    def forward(self, X: torch.Tensor, pairs: bool = False) -> torch.Tensor:
+    def forward(self, X: torch.Tensor, pairs: bool | list[tuple[int, int]] = False) -> torch.Tensor:
+        """Each row's own-size logit ``[B]``; ``pairs=True``: every pair's ``[B, P]`` (:attr:`pairs`
+        order); a list of pairs: those pairs' logits, ``[B, len(list)]``."""
         urow = X[:, self._ucol].long()
         irow = X[:, self._icol].long()
         u = self.embedding_dict[self.user_feature.table](urow)
+        if pairs is not False:
+            chosen = self.pairs if pairs is True else pairs
+            tables = sorted({x for x, _ in chosen})
+            vs = {x: self.items[x](irow) for x in tables}
+            return torch.stack([self._head(h, u, vs[x]) for x, h in chosen], dim=1)
         vs = [emb(irow) for emb in self.items]
-        if pairs:
-            return torch.stack([self._head(h, u, vs[x]) for x, h in self.pairs], dim=1)
         own = torch.stack([self._head(x, u, vs[x]) for x in range(len(self.sizes))], dim=1)  # [B, n]
         return own.gather(1, self.user_size[urow][:, None]).squeeze(1)
 
@@ -139,11 +153,17 @@ class HeteNCF(RecModel):
             pair_coef = torch.tensor([float(p == (len(self.sizes) - 1,) * 2) for p in self.pairs])
         if ddr_coef is None:
             ddr_coef = torch.zeros(len(self.sizes))
-        logits = functional_call(self, params, (X,), {"pairs": True})  # [B, P]
+        # with plain (not vmapped) coefficients, terms with coefficient 0 are skipped: a small
+        # client computes one sub-model, not all len(pairs) (their gradient is exactly 0 anyway)
+        pair_on, ddr_on = _nonzero(pair_coef), _nonzero(ddr_coef)
+        active = list(range(len(self.pairs))) if pair_on is None else pair_on
+        logits = functional_call(self, params, (X,), {"pairs": [self.pairs[i] for i in active]})  # [B, A]
         bce = F.binary_cross_entropy_with_logits(logits, y[:, None].expand_as(logits), reduction="none")
-        loss = ((bce * weights[:, None]).sum(0) * pair_coef).sum()
+        loss = ((bce * weights[:, None]).sum(0) * pair_coef[active]).sum()
         irow = X[:, self._icol].long()
         for x in range(1, len(self.sizes)):
+            if ddr_on is not None and x not in ddr_on:
+                continue
             v = params[self.item_param(x)][irow]
             loss = loss + ddr_coef[x] * decorrelation(v, weights)
         return loss
