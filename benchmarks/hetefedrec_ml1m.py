@@ -6,7 +6,7 @@ on its own (``benchmarks/hetefedrec_ml1m.toml`` plus the configuration's overrid
 one tidy CSV per configuration into OUT; re-running skips finished ones.
 
     RF2_DATA_DIR=../shared/data python benchmarks/hetefedrec_ml1m.py run OUT [--epochs 20]
-        [--client-optimizer adam --client-lr 0.001] [--only "HeteFedRec" "All Small"]
+        [--client-optimizer sgd --client-lr 1.0] [--seed 1] [--only "HeteFedRec" "All Small"]
     python benchmarks/hetefedrec_ml1m.py table OUT     # the markdown table of every CSV under OUT
     python benchmarks/hetefedrec_ml1m.py table OUT --by-tier   # NDCG@20 per size group (tier)
 
@@ -113,17 +113,23 @@ def table(paths: list[Path]) -> pd.DataFrame:
     AUC and upload MB."""
     rows = load_rows(paths)
     rows = rows[rows["tier"] == "overall"]
-    wide = rows.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first")
+    wide = rows.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="mean")
     cols = [c for c in ("ndcg@20", "recall@20", "auc", "upload_mb") if c in wide.columns]
-    return _ordered(wide[cols])
+    wide = wide[cols]
+    ndcg = rows[rows["metric"] == "ndcg@20"].groupby(KEYS)["value"]
+    if "ndcg@20" in cols:
+        wide.insert(1, "ndcg@20 std", ndcg.std())  # over seeds (nan with one)
+    wide["seeds"] = rows.groupby(KEYS)["seed"].nunique()
+    return _ordered(wide)
 
 
 def tier_table(paths: list[Path], metric: str = "ndcg@20", baseline: str = "All Large") -> pd.DataFrame:
     """``metric`` per tier (with ``activity`` mappings: per size group), its relative change
-    against ``baseline`` run the same way (RF² Eq. 1) and the MDAC over tiers (Eq. 2), in %."""
+    against ``baseline`` run the same way (RF² Eq. 1) and the MDAC over tiers (Eq. 2), in %.
+    With several seeds: the per-tier means, and the MDAC of those means."""
     rows = load_rows(paths)
     rows = rows[rows["metric"] == metric]
-    wide = rows.pivot_table(index=[*KEYS, "mapping"], columns="tier", values="value", aggfunc="first")
+    wide = rows.pivot_table(index=[*KEYS, "mapping"], columns="tier", values="value", aggfunc="mean")
     tiers = [t for t in ("low", "mid", "high") if t in wide.columns] or [c for c in wide.columns if c != "overall"]
     wide = wide[[*tiers, "overall"]]
     base = wide.xs(baseline, level="configuration", drop_level=False) if baseline in wide.index.get_level_values(0) else None
@@ -147,6 +153,7 @@ def main() -> None:
     r.add_argument("--epochs", type=int)
     r.add_argument("--client-optimizer", choices=["sgd", "adam"])
     r.add_argument("--client-lr", type=float)
+    r.add_argument("--seed", type=int)
     r.add_argument("--only", nargs="+")
     t = sub.add_parser("table")
     t.add_argument("paths", type=Path, nargs="+")
@@ -155,7 +162,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.cmd == "run":
         overrides = {k: v for k, v in (("epochs", a.epochs), ("client_optimizer", a.client_optimizer),
-                                       ("client_lr", a.client_lr)) if v is not None}
+                                       ("client_lr", a.client_lr), ("seed", a.seed)) if v is not None}
         run(a.out, overrides, a.only)
     else:
         print(markdown(tier_table(a.paths) if a.by_tier else table(a.paths)))
