@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,11 @@ CONFIGS = [
 ALIASES = {("none", (8, 16, 32)): "All Large"}
 
 
+def slug(label: str) -> str:
+    """A file name for ``label`` (letters, digits, ``._-``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
+
+
 def label_of(optimization: str, sizes) -> str:
     key = (optimization, tuple(sizes))
     for label, opt, s in CONFIGS:
@@ -68,7 +74,7 @@ def run(out: Path, overrides: dict, only: list[str] | None) -> None:
     by_label = {c[0]: c for c in CONFIGS}
     todo = [by_label[label] for label in only] if only else CONFIGS  # in the order asked
     for label, opt, sizes in todo:
-        path = out / (label.replace("/", "-").replace(" ", "_") + ".csv")
+        path = out / (slug(label) + ".csv")
         if path.exists():
             print(f"{label}: done ({path})")
             continue

@@ -36,6 +36,7 @@ def test_hetefedrec_table_configurations_are_valid_and_labelled():
         RunConfig.from_dict({**base.to_dict(), "optimization": opt, "model_options": {**base.model_options, "sizes": sizes}})
         assert mod.label_of(opt, sizes) == label
     assert mod.label_of("none", [8, 16, 32]) == "All Large"
+    assert mod.slug("Directly Aggregate (w/o RESKD, DDR, UDL)") == "Directly_Aggregate_w_o_RESKD_DDR_UDL"
     assert mod.label_of("hetefedrec:8,16", [8, 16]) == "hetefedrec:8,16 (sizes [8, 16])"
 
 
