@@ -42,7 +42,9 @@ CONFIGS = [
     ("HeteFedRec", H, [8, 16, 32]),
 ]
 #: `none` on hetencf 8/16/32 trains everyone at N = 32 with plain NCF's loss: All Large
-ALIASES = {("none", (8, 16, 32)): "All Large"}
+ALIASES = {("none", (8, 16, 32)): "All Large",
+           (f"{H}:ddr=0.1", (8, 16, 32)): "HeteFedRec, DDR α=0.1",
+           (f"{H}:kd=off:ddr=0.1", (8, 16, 32)): "HeteFedRec w/o RESKD, DDR α=0.1"}
 
 
 def slug(label: str) -> str:
@@ -89,8 +91,9 @@ def run(out: Path, overrides: dict, only: list[str] | None) -> None:
         print(f"{label}: {time.perf_counter() - t:.0f} s -> {path}")
 
 
-def load_rows(paths: list[Path]) -> pd.DataFrame:
-    """Every rf2 result row under ``paths``, labelled with its configuration."""
+def load_rows(paths: list[Path], seed: int | None = None) -> pd.DataFrame:
+    """Every rf2 result row under ``paths`` (of ``seed`` only, if given), labelled with its
+    configuration."""
     from rf2.results import with_config_defaults
 
     files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*.csv")))]
@@ -99,7 +102,7 @@ def load_rows(paths: list[Path]) -> pd.DataFrame:
     rows = with_config_defaults(rows)  # older files lack newer settings
     rows["sizes"] = rows["model_options"].map(lambda s: tuple(ast.literal_eval(s)["sizes"]))
     rows["configuration"] = [label_of(o, s) for o, s in zip(rows["optimization"], rows["sizes"])]
-    return rows
+    return rows if seed is None else rows[rows["seed"] == seed]
 
 
 KEYS = ["configuration", "client_optimizer", "client_lr", "epochs"]
@@ -114,10 +117,10 @@ def _ordered(wide: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_values([*KEYS[1:], "_o", "configuration"], kind="stable").drop(columns="_o")
 
 
-def table(paths: list[Path]) -> pd.DataFrame:
+def table(paths: list[Path], seed: int | None = None) -> pd.DataFrame:
     """One row per configuration (and client optimiser, lr, epochs): overall NDCG@20, Recall@20,
-    AUC and upload MB."""
-    rows = load_rows(paths)
+    AUC and upload MB (means over seeds, or of ``seed`` only)."""
+    rows = load_rows(paths, seed)
     rows = rows[rows["tier"] == "overall"]
     wide = rows.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="mean")
     cols = [c for c in ("ndcg@20", "recall@20", "auc", "upload_mb") if c in wide.columns]
@@ -129,11 +132,12 @@ def table(paths: list[Path]) -> pd.DataFrame:
     return _ordered(wide)
 
 
-def tier_table(paths: list[Path], metric: str = "ndcg@20", baseline: str = "All Large") -> pd.DataFrame:
+def tier_table(paths: list[Path], metric: str = "ndcg@20", baseline: str = "All Large",
+               seed: int | None = None) -> pd.DataFrame:
     """``metric`` per tier (with ``activity`` mappings: per size group), its relative change
     against ``baseline`` run the same way (RF² Eq. 1) and the MDAC over tiers (Eq. 2), in %.
-    With several seeds: the per-tier means, and the MDAC of those means."""
-    rows = load_rows(paths)
+    With several seeds: the per-tier means, and the MDAC of those means (or ``seed`` only)."""
+    rows = load_rows(paths, seed)
     rows = rows[rows["metric"] == metric]
     wide = rows.pivot_table(index=[*KEYS, "mapping"], columns="tier", values="value", aggfunc="mean")
     tiers = [t for t in ("low", "mid", "high") if t in wide.columns] or [c for c in wide.columns if c != "overall"]
@@ -164,6 +168,7 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("paths", type=Path, nargs="+")
     t.add_argument("--by-tier", action="store_true", help="NDCG@20 per tier (size group) and MDAC vs All Large")
+    t.add_argument("--seed", type=int, help="only this seed's runs (default: means over seeds)")
     t.add_argument("--plot", type=Path, help="also draw NDCG@20 per size group and configuration to this PNG")
     a = ap.parse_args()
     if a.cmd == "run":
@@ -171,9 +176,9 @@ def main() -> None:
                                        ("client_lr", a.client_lr), ("seed", a.seed)) if v is not None}
         run(a.out, overrides, a.only)
     else:
-        print(markdown(tier_table(a.paths) if a.by_tier else table(a.paths)))
+        print(markdown(tier_table(a.paths, seed=a.seed) if a.by_tier else table(a.paths, a.seed)))
         if a.plot:
-            plot_groups(tier_table(a.paths), a.plot)
+            plot_groups(tier_table(a.paths, seed=a.seed), a.plot)
             print(f"wrote {a.plot}")
 
 
@@ -200,7 +205,7 @@ def plot_groups(frame: pd.DataFrame, path: Path, metric: str = "NDCG@20") -> Non
         ax.set_title(f"client {key[0]} lr {key[1]:g}, {key[2]} epochs, tiers {key[3]}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][-1].legend(fontsize=8)
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(f"HeteFedRec on MovieLens-1M: {metric} per tier")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
