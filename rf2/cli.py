@@ -222,7 +222,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("models:")
     for name in sorted(MODELS):
         print(f"  {name:12s} options: {json.dumps(model_options(name), default=str)}")
-    print("tier mappings:\n  random | dirichlet:ALPHA[:unbalanced] | " + " | ".join(f"{k} (={v:g})" for k, v in PAPER_LEVELS.items()))
+    print("tier mappings:\n  random | dirichlet:ALPHA[:unbalanced] | " + " | ".join(f"{k} (={v:g})" for k, v in PAPER_LEVELS.items())
+          + " | activity[:R_LOW:...:R_HIGH] (by training events, lightest lowest)")
     print("optimizations:")
     for name in sorted(USAGE):
         print(f"  {USAGE[name]}")

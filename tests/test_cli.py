@@ -58,3 +58,4 @@ def test_list(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "ml-100k" in text and "dlrm" in text and "dirichlet:ALPHA" in text
+    assert "activity[:R_LOW" in text and "standalone  (no collaboration" in text
