@@ -87,9 +87,11 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     logits = np.full(test.size, np.nan, dtype=np.float32)
     ranking = None
     if cfg.ranking_k:
-        from rf2.evaluation.ranking import ranking_by_user, relevant_and_excluded
+        from rf2.evaluation.ranking import ranking_by_user, ranking_from_scores, relevant_and_excluded
 
         sets = relevant_and_excluded(ds, cfg.ranking_exclude)
+        has_relevant = np.diff(sets[0][0]) > 0
+        all_items = np.arange(ds.n_items, dtype=np.int64)
         ranking = []
     scored = np.zeros(ds.n_users, dtype=bool)
     log = []
@@ -131,17 +133,20 @@ def run_standalone(sim: "Simulation") -> "RunResult":
                         "train_loss": loss, "upload_mb": 0.0, "sim_round_s": float(costs.total_s.max())})
         te = time.perf_counter()
         train_s += te - ts
-        # every client scored with its own model
+        # every client scored with its own model; the group's catalogue scores ranked together
+        ranked, scores = [], []
         for i, c in enumerate(clients.tolist()):
             own_rows = {k: (t.rows[t.ptr[i]: t.ptr[i + 1]], rows[k][t.ptr[i]: t.ptr[i + 1]]) for k, t in layout.items()}
             with client_model(params, {k: v[i] for k, v in dense.items()}, own_rows), torch.no_grad():
                 pos = tpos[tptr[c]: tptr[c + 1]]
                 if pos.size:
                     logits[pos] = model(sim.encoder.encode(test[pos])).numpy()
-                if ranking is not None:
-                    ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=[c], sets=sets,
-                                                   exclude=cfg.ranking_exclude))
+                if ranking is not None and has_relevant[c]:
+                    ranked.append(c)
+                    scores.append(model(sim.encoder.encode_pairs(np.full(ds.n_items, c), all_items)).numpy())
             scored[c] = True
+        if ranked:
+            ranking.append(ranking_from_scores(np.array(ranked), np.stack(scores), ds.n_items, cfg.ranking_k, sets))
         eval_s += time.perf_counter() - te
         for row in log[-cfg.epochs:]:
             row["seconds"] = (te - ts) / cfg.epochs

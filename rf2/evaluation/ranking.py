@@ -257,19 +257,27 @@ def ranking_by_user(
         if users.size and (users[0] < 0 or users[-1] >= ds.n_users):
             raise ValueError(f"users must lie in [0, {ds.n_users})")
     users = users[np.diff(rptr)[users] > 0]
-    cols: dict[str, list[np.ndarray]] = {"user": [], "n_relevant": []}
+    sets = ((rptr, ritems), (eptr, eitems))
+    parts = [ranking_from_scores(us, scores, ds.n_items, ks, sets)
+             for us, scores in iter_item_scores(model, ds, encoder, users, chunk)]
+    return pd.concat(parts) if parts else ranking_from_scores(users[:0], np.zeros((0, ds.n_items)), ds.n_items, ks, sets)
+
+
+def ranking_from_scores(users: np.ndarray, scores, n_items: int, k, sets) -> pd.DataFrame:
+    """Per-user metrics (as :func:`ranking_by_user`) of ``users`` from their ``[len(users),
+    n_items]`` scores, given ``sets`` from :func:`relevant_and_excluded` (for callers that score
+    users their own way, e.g. each with its own model in :mod:`rf2.standalone`)."""
+    ks = _ks(k)
+    (rptr, ritems), (eptr, eitems) = sets
+    users = np.asarray(users, dtype=np.int64)
+    rel = _rows(rptr, ritems, users, n_items)
+    excl = _rows(eptr, eitems, users, n_items)
+    cols: dict[str, np.ndarray] = {"user": users}
     for kk in ks:
-        cols[f"ndcg@{kk}"], cols[f"recall@{kk}"] = [], []
-    for us, scores in iter_item_scores(model, ds, encoder, users, chunk):
-        rel = _rows(rptr, ritems, us, ds.n_items)
-        excl = _rows(eptr, eitems, us, ds.n_items)
-        for kk in ks:
-            r = ranking_at_k(scores, rel, kk, excl)
-            cols[f"ndcg@{kk}"].append(r["ndcg"])
-            cols[f"recall@{kk}"].append(r["recall"])
-        cols["user"].append(us)
-        cols["n_relevant"].append(r["n_relevant"])
-    frame = pd.DataFrame({c: np.concatenate(v) if v else np.zeros(0) for c, v in cols.items()})
+        r = ranking_at_k(scores, rel, kk, excl)
+        cols[f"ndcg@{kk}"], cols[f"recall@{kk}"] = r["ndcg"], r["recall"]
+    cols["n_relevant"] = (rel & ~excl).sum(axis=1)
+    frame = pd.DataFrame(cols)[["user", "n_relevant", *[c for c in cols if "@" in c]]]
     frame = frame.astype({"user": np.int64, "n_relevant": np.int64})
     # a user whose relevant items are all excluded has no relevant item left
     return frame[frame["n_relevant"] > 0].set_index("user")
