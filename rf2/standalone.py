@@ -34,6 +34,7 @@ from optimizations import make_contexts
 from rf2.clients.batch import RoundBatch
 from rf2.clients.reference import table_index_columns
 from rf2.evaluation import TierMetrics, tier_metrics
+from rf2.evaluation.ranking import _csr, ranking_by_user, ranking_frame, ranking_from_scores, relevant_and_excluded
 
 if TYPE_CHECKING:
     from rf2.simulation import RunResult, Simulation
@@ -62,13 +63,6 @@ def client_model(params: dict[str, torch.Tensor], dense: dict[str, torch.Tensor]
                 params[k][r] = saved_rows[k]
 
 
-def _by_user(users: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR ``(ptr, positions)``: the positions in ``users`` of each user's entries."""
-    order = np.argsort(users, kind="stable")
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(users, minlength=n_users))]).astype(np.int64)
-    return ptr, order
-
-
 def run_standalone(sim: "Simulation") -> "RunResult":
     from rf2.simulation import DivergenceError, RunResult, peak_rss_mb
 
@@ -83,12 +77,10 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     tables = table_index_columns(model)
     test = ds.test_index
     test_users = ds.user[test]
-    tptr, tpos = _by_user(test_users, ds.n_users)
+    tptr, tpos = _csr(test_users, np.arange(test.size), ds.n_users)  # each user's positions in `test`
     logits = np.full(test.size, np.nan, dtype=np.float32)
     ranking = None
     if cfg.ranking_k:
-        from rf2.evaluation.ranking import ranking_by_user, ranking_from_scores, relevant_and_excluded
-
         sets = relevant_and_excluded(ds, cfg.ranking_exclude)
         has_relevant = np.diff(sets[0][0]) > 0
         all_items = np.arange(ds.n_items, dtype=np.int64)
@@ -165,8 +157,6 @@ def run_standalone(sim: "Simulation") -> "RunResult":
         raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} test predictions are not finite")
     metrics = tier_metrics(ds.label[test], logits, sim.tiers.tier[test_users], test_users, sim.tiers.names)
     if ranking is not None:
-        from rf2.evaluation.ranking import ranking_frame
-
         frame = ranking_frame(pd.concat(ranking), sim.tiers.tier, sim.tiers.names)
         metrics = TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names)
     rounds = pd.DataFrame(log).sort_values("round", kind="stable").reset_index(drop=True)
