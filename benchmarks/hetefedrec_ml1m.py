@@ -185,11 +185,9 @@ def main() -> None:
 def plot_groups(frame: pd.DataFrame, path: Path, metric: str = "NDCG@20") -> None:
     """Grouped bars: one group per configuration, one bar per tier (size group) and overall; one
     panel per (client optimiser, lr, epochs)."""
-    import matplotlib
+    from rf2.plots import _plt
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     tiers = [c for c in ("low", "mid", "high", "overall") if c in frame.columns]
     panels = list(frame.groupby([*KEYS[1:], "mapping"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False, sharey=True)
