@@ -104,7 +104,10 @@ def test_ml1m_click_threshold(ml1m_dir):
 
 
 def test_generic_builder_equals_ml100k_builder(ml100k_files):
-    """The compact-array builder used by ml-1m/ml-20m is RF²'s ml-100k preprocessing."""
+    """ml-100k's frame front end (``build_movielens``: its own checks and encodings) and the array
+    input ml-1m/ml-20m hand to ``build_rated_log`` give the same dataset (both end in
+    ``build_rated_log``; the ml-100k result itself is checked against the raw files in
+    ``tests/test_data_movielens.py``)."""
     raw = read_ml100k_files(ml100k_files)
     a = build_movielens(raw, "ml-100k")
     user_ids = np.sort(raw.users["user_raw"].unique())

@@ -28,8 +28,8 @@ import pandas as pd
 from .dataset import DataFormatError, InteractionDataset
 from .fetch import DataSpec, PackagedCopy, RemoteArchive, locate
 from .fetch import verify as verify_files
-from .schema import Schema, SequenceFeature, SparseFeature
-from .split import temporal_split
+from .rated_log import build_rated_log
+from .schema import SparseFeature
 
 #: Genre names in the order of GroupLens' ``u.genre`` (index = flag column in ``u.item``).
 GENRES = (
@@ -250,7 +250,9 @@ def build_movielens(
     history_maxlen: int = 50,
     source: str = "",
 ) -> InteractionDataset:
-    """RF² preprocessing of raw MovieLens frames into the canonical dataset."""
+    """RF² preprocessing of raw MovieLens frames into the canonical dataset: checks the frames and
+    encodes user features and genres (with this format's messages), then
+    :func:`rf2.data.rated_log.build_rated_log` builds the events, split and schema."""
     check_options(click_threshold=click_threshold, test_fraction=test_fraction, history_maxlen=history_maxlen)
     r = raw.ratings
     ratings_file, users_file, items_file = (_file(raw, role, name) for role in ("ratings", "users", "items"))
@@ -283,17 +285,6 @@ def build_movielens(
             ids = sorted(set(r["item_raw"].to_numpy()[unknown_items].tolist()))[:5]
             problems.append(f"{int(unknown_items.sum())} name movies that {items_file} does not list (e.g. {ids})")
         raise DataFormatError(f"{ratings_file}: " + "; ".join(problems))
-    user = np.searchsorted(user_ids, r["user_raw"].to_numpy()).astype(np.int32)
-    item = np.searchsorted(item_ids, r["item_raw"].to_numpy()).astype(np.int32)
-    timestamp = r["timestamp"].to_numpy(dtype=np.int64)
-    order = np.lexsort((item, timestamp, user))
-    user, item, timestamp = user[order], item[order], timestamp[order]
-    label = (r["rating"].to_numpy()[order] >= click_threshold).astype(np.int8)
-    events = pd.DataFrame({
-        "user": user, "item": item, "label": label, "timestamp": timestamp,
-        "is_test": temporal_split(user, test_fraction),
-    })
-
     n_items = len(item_ids)
     items_by_raw = raw.items.set_index("item_raw").loc[item_ids]
     genre_lists = items_by_raw["genres"].tolist()
@@ -304,7 +295,6 @@ def build_movielens(
         if None in codes or len(codes) > MAX_GENRES:
             raise DataFormatError(f"{items_file}: movie {item_ids[i]} has genres {gl}; expected at most {MAX_GENRES} of {list(GENRES)}")
         genres[i, : len(codes)] = codes
-    items = pd.DataFrame({"movie_id": np.arange(1, n_items + 1, dtype=np.int32)}, index=pd.RangeIndex(n_items, name="item"))
 
     if len(raw.users):
         users_raw = raw.users.set_index("user_raw").loc[user_ids]
@@ -322,25 +312,14 @@ def build_movielens(
     if "occupation" in users_raw:
         users["occupation"] = _encode(users_raw["occupation"], OCCUPATIONS, "occupation", where)
         features.append(SparseFeature("occupation", len(OCCUPATIONS), "user"))
-    features += [
-        SequenceFeature("hist_movie_id", n_items + 1, history_maxlen, "history", embedding_name="movie_id",
-                        length_name="hist_length"),
-        SparseFeature("movie_id", n_items + 1, "item"),
-        SequenceFeature("genres", len(GENRES) + 1, MAX_GENRES, "item"),
-    ]
-    return InteractionDataset(
-        name=name,
-        events=events,
-        users=users,
-        items=items,
-        schema=Schema(tuple(features)),
-        item_sequences={"genres": genres},
-        description=(
-            f"MovieLens ({name}); click = rating >= {click_threshold}; user features {list(users.columns)} "
-            f"+ last {history_maxlen} clicked movies; item features movie id, genres; "
-            f"last {test_fraction:.0%} of each user's events (by time) for test"
-        ),
-        source=source,
+    # indices, event order, labels, split, items and schema: the shared builder (ids and ratings
+    # were checked above with this format's messages)
+    ratings = {"user_raw": r["user_raw"].to_numpy(), "item_raw": r["item_raw"].to_numpy(),
+               "rating": r["rating"].to_numpy(), "timestamp": r["timestamp"].to_numpy(dtype=np.int64)}
+    return build_rated_log(
+        name, ratings, user_ids=user_ids, item_ids=item_ids, users=users, user_features=features, genres=genres,
+        n_genres=len(GENRES), click_threshold=click_threshold, rating_range=(0, 5), test_fraction=test_fraction,
+        history_maxlen=history_maxlen, users_listed_in=users_file, items_listed_in=items_file, source=source,
     )
 
 

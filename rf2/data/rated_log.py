@@ -1,10 +1,10 @@
 """RF² preprocessing of a MovieLens-style rating log held in compact arrays (RF² §5.1).
 
-The same preprocessing as :func:`rf2.data.movielens.build_movielens` (MovieLens-100K), written
-for logs of tens of millions of ratings: inputs are numpy arrays (int32 ids, float32 ratings,
-int64 timestamps) rather than frames, ids are mapped with lookup tables, and events are ordered
-with a single int64 key. ``tests/test_data_ml1m.py`` checks that both builders give the same
-dataset on MovieLens-100K.
+Every MovieLens loader ends here (ml-100k after :func:`rf2.data.movielens.build_movielens` has
+checked and encoded its frames). Written for logs of tens of millions of ratings: inputs are
+numpy arrays (int32 ids, float32 ratings, int64 timestamps) rather than frames, ids are mapped
+with lookup tables, and events are ordered with a single int64 key. ``tests/test_data_ml1m.py``
+checks that the ml-100k frame path and the array path give the same dataset.
 
 * a click is a rating ``>= click_threshold`` (5 stars by default, RF² §5.1 after DIN);
 * no user id feature (RF² §5.1, privacy): the user features are whatever the dataset has (none
