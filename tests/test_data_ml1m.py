@@ -429,3 +429,34 @@ def test_pinned_digests_match_shared_sha256sums():
     real = implicit_dir_or_none()
     if real is not None:
         assert hashlib.sha256((real / "users.dat").read_bytes()).hexdigest() == ml1m.ML1M_SHA256["users.dat"]
+
+
+# -- defaults: the RF² authors' simulator (90/10 split, 10-click history); rf2 0.1's as options -----------------
+def test_rf2_movielens_defaults_follow_the_authors_simulator():
+    from rf2.data import dataset_options
+
+    for name in ("ml-100k", "ml-1m", "ml-20m", "ml-25m"):
+        opts = dataset_options(name)
+        assert (opts["test_fraction"], opts["history_maxlen"]) == (0.1, 10), name
+    # HeteFedRec's protocol keeps its 80/20 random split
+    assert dataset_options("ml-1m-implicit")["test_fraction"] == 0.2
+
+
+def test_ml1m_default_split_is_90_10_and_old_split_is_an_option(tmp_path):
+    # user 1 clicks movies 1..20 at times 1..20; user 2 has one rating
+    folder = tmp_path / "ml-1m"
+    movies = [(m, f"Movie {m} (2000)", "Drama") for m in range(1, 21)]
+    ratings = [(1, m, 5, m) for m in range(1, 21)] + [(2, 1, 5, 1)]
+    write_ml1m(folder, ratings=ratings, movies=movies, users=USERS[:2])
+    ds = load_dataset("ml-1m", path=folder, verify=False)
+    ev = ds.events[ds.events["user"] == 0]
+    assert ev["is_test"].tolist() == [False] * 18 + [True] * 2  # floor(0.1 * 20) = 2, the latest
+    a, b = ds.schema.columns["hist_movie_id"]
+    assert b - a == 10
+    X = FeatureEncoder(ds).encode_numpy(ev.index.to_numpy())
+    # the last event (movie 20) sees the 10 most recent earlier clicks, movies 10..19 (code = movie id here)
+    assert sorted(X[-1, a:b].tolist()) == list(range(10, 20))
+    old = load_dataset("ml-1m", path=folder, verify=False, test_fraction=0.2, history_maxlen=50)
+    assert old.events[old.events["user"] == 0]["is_test"].tolist() == [False] * 16 + [True] * 4
+    a, b = old.schema.columns["hist_movie_id"]
+    assert b - a == 50

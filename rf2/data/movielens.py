@@ -6,7 +6,10 @@
   age bucket, gender, occupation), plus the history of previously clicked movies
   (:mod:`rf2.data.history`, strictly earlier events only);
 * item features: movie id and genres (a multi-valued feature, mean-pooled);
-* per-user temporal split (:mod:`rf2.data.split`).
+* per-user temporal split (:mod:`rf2.data.split`): the last ``test_fraction`` (10%) of each
+  user's events by time are the test set; the history holds the last ``history_maxlen`` (10)
+  clicks. Both defaults are the RF² authors' simulator's (the paper gives neither); rf2 0.1 used
+  ``test_fraction=0.2, history_maxlen=50``, still available as options.
 
 MovieLens-100K is read from the original GroupLens files (``u.data``, ``u.user``, ``u.item``) or
 from the copy in the ``recbole==1.2.1`` wheel (``ml-100k.inter``/``.user``/``.item``); both give
@@ -28,7 +31,7 @@ import pandas as pd
 from .dataset import DataFormatError, InteractionDataset
 from .fetch import DataSpec, PackagedCopy, RemoteArchive, locate
 from .fetch import verify as verify_files
-from .rated_log import build_rated_log
+from .rated_log import HISTORY_MAXLEN, TEST_FRACTION, build_rated_log
 from .schema import SparseFeature
 
 #: Genre names in the order of GroupLens' ``u.genre`` (index = flag column in ``u.item``).
@@ -246,8 +249,8 @@ def build_movielens(
     raw: RawMovieLens,
     name: str,
     click_threshold: int = 5,
-    test_fraction: float = 0.2,
-    history_maxlen: int = 50,
+    test_fraction: float = TEST_FRACTION,
+    history_maxlen: int = HISTORY_MAXLEN,
     source: str = "",
 ) -> InteractionDataset:
     """RF² preprocessing of raw MovieLens frames into the canonical dataset: checks the frames and
@@ -327,8 +330,8 @@ def check_options(
     path=None,
     download: bool = False,
     click_threshold: int = 5,
-    test_fraction: float = 0.2,
-    history_maxlen: int = 50,
+    test_fraction: float = TEST_FRACTION,
+    history_maxlen: int = HISTORY_MAXLEN,
     verify: bool = True,
 ) -> None:
     """Check the options of :func:`load_ml100k` without reading anything (``ValueError`` naming
@@ -351,8 +354,8 @@ def load_ml100k(
     path: str | None = None,
     download: bool = False,
     click_threshold: int = 5,
-    test_fraction: float = 0.2,
-    history_maxlen: int = 50,
+    test_fraction: float = TEST_FRACTION,
+    history_maxlen: int = HISTORY_MAXLEN,
     verify: bool = True,
 ) -> InteractionDataset:
     """MovieLens-100K (943 users, 1,682 movies, 100,000 ratings), RF² preprocessing.

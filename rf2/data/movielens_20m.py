@@ -11,7 +11,8 @@ Preprocessing (as ``ml-100k``): click = rating >= ``click_threshold`` (5.0, RF²
 features exist and the user id is not used (privacy), so the user side is the click history
 ``hist_movie_id`` only; item features movie id and genres (vocabulary = the genres found in
 ``movies.csv``, sorted; code = index + 1); items = all movies of ``movies.csv``; per-user
-temporal split.
+temporal split, the last 10% of each user's events for test, and a 10-click history (the RF²
+authors' simulator's defaults, :mod:`rf2.data.rated_log`; rf2 0.1 used 20% and 50).
 
 Memory: ratings are read in chunks into preallocated int32/float32/int64 arrays (20 bytes per
 rating), freed as soon as they are indexed; the canonical event table takes 18 bytes per rating
@@ -36,7 +37,7 @@ import pandas as pd
 from .dataset import DataFormatError, InteractionDataset
 from .fetch import DataSpec
 from .loading import ZipRelease, check_files, locate_pinned, read_columns, sorted_unique
-from .rated_log import build_rated_log
+from .rated_log import HISTORY_MAXLEN, TEST_FRACTION, build_rated_log
 
 #: name -> (URL, GroupLens' published md5 of the zip, homepage)
 RELEASES = {
@@ -152,8 +153,8 @@ def load_ml20m(
     path: str | None = None,
     download: bool = False,
     click_threshold: float = 5.0,
-    test_fraction: float = 0.2,
-    history_maxlen: int = 50,
+    test_fraction: float = TEST_FRACTION,
+    history_maxlen: int = HISTORY_MAXLEN,
     verify: bool = True,
 ) -> InteractionDataset:
     """MovieLens-20M (138,493 users, 27,278 movies, 20,000,263 ratings), RF² §5.1 preprocessing
@@ -165,8 +166,8 @@ def load_ml25m(
     path: str | None = None,
     download: bool = False,
     click_threshold: float = 5.0,
-    test_fraction: float = 0.2,
-    history_maxlen: int = 50,
+    test_fraction: float = TEST_FRACTION,
+    history_maxlen: int = HISTORY_MAXLEN,
     verify: bool = True,
 ) -> InteractionDataset:
     """MovieLens-25M (162,541 users, 62,423 movies, 25,000,095 ratings): same format and preprocessing

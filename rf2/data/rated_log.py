@@ -12,6 +12,11 @@ checks that the ml-100k frame path and the array path give the same dataset.
   events, :mod:`rf2.data.history`), which shares the ``movie_id`` embedding table;
 * item features: ``movie_id`` (item index + 1, 0 pads histories) and ``genres`` (multi-valued);
 * per-user temporal split (:func:`rf2.data.split.temporal_split`).
+
+Defaults follow the RF² authors' released simulator where the paper is silent: the last 10% of
+each user's events (by time) are the test set (:data:`TEST_FRACTION`) and the click history
+holds the last 10 clicks (:data:`HISTORY_MAXLEN`). rf2 0.1 used 20% and 50; pass
+``test_fraction=0.2, history_maxlen=50`` for those.
 """
 from __future__ import annotations
 
@@ -22,6 +27,13 @@ from .dataset import DataFormatError, InteractionDataset
 from .loading import codes_in, event_order
 from .schema import Schema, SequenceFeature, SparseFeature
 from .split import temporal_split
+
+#: Share of each user's events (the latest, by time) held out for test: 10%, as the RF² authors'
+#: simulator does (90/10 per user). rf2 0.1 used 0.2.
+TEST_FRACTION = 0.1
+#: Length of the click history feature: the last 10 clicks, as the RF² authors' simulator uses.
+#: rf2 0.1 used 50.
+HISTORY_MAXLEN = 10
 
 
 def check_unique_pairs(name: str, user: np.ndarray, item: np.ndarray, n_items: int) -> None:
@@ -61,8 +73,8 @@ def build_rated_log(
     n_genres: int,
     click_threshold: float = 5,
     rating_range: tuple[float, float] = (1, 5),
-    test_fraction: float = 0.2,
-    history_maxlen: int = 50,
+    test_fraction: float = TEST_FRACTION,
+    history_maxlen: int = HISTORY_MAXLEN,
     users_listed_in: str = "the user file",
     items_listed_in: str = "the movie file",
     source: str = "",
