@@ -7,8 +7,10 @@ spec                  meaning (RF² Table 1 unless noted)
 ``exclude-lo``        low-end devices never train
 ``overselect:0.2``    select 20% extra clients, drop the slowest 20% (system model)
 ``prune:1:2:4``       random pruning of 75/50/0% of the update (also 1:2:8, 1:4:16; ``prune:frac:...``)
-``quant:1:2:4``       stochastic rounding to 8/16/32 bits (1:2:8 -> 4/8/32, 1:4:16 -> 2/4/32; ``quant:bits:...``)
-``quants:1:2:4``      as quant, with a sign bit and n-1 magnitude bits (zero stays exact)
+``quant:1:2:4``       stochastic rounding to 8/16/32 bits per tensor (1:2:8 -> 4/8/32, 1:4:16 -> 2/4/32;
+                      ``quant:bits:...``; ``:scope=update``: one range per update)
+``quants:1:2:4``      as quant on |x| over [0, max|x|], plus a sign bit (zero stays exact; ``:sign=budget``:
+                      the sign bit inside the n bits, n-1 magnitude bits)
 ``channel:1:2:4``     25/50/100% of the hidden units (1:2:8 -> 12.5/25/100%, 1:4:16 -> 6.25/25/100%)
 ``hetefedrec:...``    HeteFedRec (Yuan et al. 2024): per-client item-embedding sizes 8,16,32 (model hetencf)
 ``standalone``        no collaboration: every client trains and is scored with its own model (HeteFedRec §V-A)
@@ -25,8 +27,8 @@ from typing import Callable
 from .base import ClientContext, Optimization, dense_entry_count, make_contexts
 from .channel import CHANNEL_USAGE, Channel
 from .compression import (
-    PAPER_BITS, PAPER_RATIOS, PRUNE_USAGE, QUANT_NOISE, QUANT_SCOPE, QUANT_USAGE, Prune, Quant, QuantS, check_options,
-    parse_numbers, parse_ratios, quant_usage, split_args,
+    PAPER_BITS, PAPER_RATIOS, PRUNE_USAGE, QUANT_NOISE, QUANT_SCOPE, QUANT_SIGN, QUANT_USAGE, Prune, Quant, QuantS,
+    check_options, parse_numbers, parse_ratios, quant_usage, split_args,
 )
 from .selection import ExcludeLo, Overselect
 from .hetefedrec import HETEFEDREC_USAGE, HeteFedRec, parse_hetefedrec
@@ -131,9 +133,12 @@ def _bits_from_ratio(r: tuple[float, ...]) -> tuple[float, ...]:
 def _quant_factory(cls):
     def factory(args, spec):
         pos, opts = split_args(args, spec)
-        check_options(opts, {"noise": QUANT_NOISE, "scope": QUANT_SCOPE}, spec)
+        allowed = {"noise": QUANT_NOISE, "scope": QUANT_SCOPE, **({"sign": QUANT_SIGN} if cls.signed else {})}
+        check_options(opts, allowed, spec)
         bits, note = _per_tier(pos, spec, "bits", quant_usage(cls.name), _bits_from_ratio)
-        return _build(spec, note, lambda: cls(spec, bits, noise=opts.get("noise", "auto"), scope=opts.get("scope", "update")))
+        extra = {"sign": opts.get("sign", QUANT_SIGN[0])} if cls.signed else {}
+        return _build(spec, note, lambda: cls(spec, bits, noise=opts.get("noise", "auto"),
+                                              scope=opts.get("scope", QUANT_SCOPE[0]), **extra))
 
     return factory
 

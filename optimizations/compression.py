@@ -14,7 +14,9 @@ and the sparse simulation is exact. Top-K pruning is deliberately absent: it rev
 embedding rows a client used (RF² §2.2.3).
 
 **Quant** (stochastic rounding, RF² §4.3): with ``n`` bits, ``2^n`` points ``p_0..p_{2^n-1}`` split
-``[min, max]`` of the client's *whole* update uniformly; ``p_k <= x < p_{k+1}`` rounds up to
+``[min, max]`` of each *tensor* of the client's update uniformly (one range per parameter tensor
+or embedding table, as the RF² authors' simulator does; ``scope=update``, rf2 0.1's default, takes
+one range over the whole update); ``p_k <= x < p_{k+1}`` rounds up to
 ``p_{k+1}`` with probability ``(x - p_k)/(p_{k+1} - p_k)``, else down to ``p_k``, so ``E[q(x)] = x``.
 (The paper's text states the two probabilities the other way round, which would be biased; we
 take that as a typo and implement the standard unbiased rule, QSGD-style.) ``n = 32`` leaves the
@@ -24,14 +26,23 @@ the noise that, summed over clients, corrupts other tiers' rows (Takeaways 5-6).
 faithfully through :class:`~rf2.clients.updates.Background`: each client's untouched entries are
 i.i.d. two-point variables, and the aggregator adds their weighted sum exactly, or for very large
 tables with a normal draw of the same mean and variance (``noise=auto|exact|gaussian``; see
-:func:`rf2.aggregation.background_sum`). Bits: ``n·N + 64`` (``N`` entries, min and max as floats).
+:func:`rf2.aggregation.background_sum`). Bits: ``n·N + 64·T`` (``N`` entries, ``T`` tensors each
+sending its min and max as float32); with ``scope=update`` ``n·N + 64``.
 
-**QuantS**: 1 sign bit and ``n - 1`` bits of magnitude: ``|x|`` is stochastically rounded onto
-``2^(n-1)`` points spread uniformly over ``[0, max|x|]``, the sign kept. Zero is a grid point, so
-untouched rows stay exactly zero. Bits: ``n·N + 32``.
+**QuantS** (sign and magnitude): ``|x|`` is stochastically rounded onto points spread uniformly
+over ``[0, max|x|]`` (per tensor, or per update with ``scope=update``) and the sign is kept. Zero
+is a grid point, so untouched rows stay exactly zero, and ``E[q(x)] = x`` as for Quant.
 
-``scope=tensor`` (both) takes the range per parameter tensor instead of over the whole update, as
-many practical implementations do (headers then cost 64 or 32 bits per tensor).
+* ``sign=separate`` (default, the RF² authors' simulator): the sign is sent on its own bit and
+  the magnitude uses all ``n`` bits, ``2^n`` points. Bits: ``(n+1)·N + 32·T`` (``max|x|`` per tensor).
+* ``sign=budget`` (the paper's text, rf2 0.1's only reading): the sign bit is one of the ``n``
+  bits, leaving ``n - 1`` for the magnitude, ``2^(n-1)`` points; ``n >= 2``. Bits: ``n·N + 32·T``.
+
+``n = 32`` is the identity for both (no quantisation, ``32·N`` bits, no header).
+
+Per-tensor headers: ``T`` counts every tensor the update holds (dense parameters and embedding
+tables; client-private parameters are removed before encoding, so they are neither quantised nor
+counted).
 """
 from __future__ import annotations
 
@@ -260,16 +271,21 @@ def _replace(updates: ClientUpdates, dense, tables) -> ClientUpdates:
 
 # -- Quant / QuantS --------------------------------------------------------------------------------
 QUANT_USAGE = ("use quant:1:2:4 | quant:1:2:8 | quant:1:4:16 (Table 1) or quant:bits:B_LOW:...:B_HIGH "
-               "(1-32 bits, 32 = unquantised), optionally :noise=auto|exact|gaussian and :scope=update|tensor")
+               "(1-32 bits, 32 = unquantised), optionally :noise=auto|exact|gaussian and :scope=tensor|update")
 QUANT_NOISE = ("auto", "exact", "gaussian")
-QUANT_SCOPE = ("update", "tensor")
+#: "tensor" (default): one range per tensor (the RF² authors' simulator); "update": one per update (rf2 0.1)
+QUANT_SCOPE = ("tensor", "update")
+#: QuantS: "separate" (default): sign bit + n magnitude bits (the authors' simulator); "budget": sign
+#: bit inside the n bits, n - 1 magnitude bits (the paper's text; rf2 0.1)
+QUANT_SIGN = ("separate", "budget")
 
 
 def quant_usage(name: str = "quant") -> str:
-    """:data:`QUANT_USAGE` for ``quant`` or ``quants`` (whose bit widths start at 2: a sign bit
-    and at least one magnitude bit)."""
+    """:data:`QUANT_USAGE` for ``quant`` or ``quants`` (which also takes ``:sign=separate|budget``;
+    with ``sign=budget`` bit widths start at 2: a sign bit and at least one magnitude bit)."""
     if name == "quants":
-        return QUANT_USAGE.replace("quant:", "quants:").replace("(1-32 bits", "(2-32 bits")
+        return (QUANT_USAGE.replace("quant:", "quants:").replace("(1-32 bits", "(1-32 magnitude bits; 2-32 with sign=budget")
+                + " and :sign=separate|budget")
     return QUANT_USAGE
 
 
@@ -278,8 +294,11 @@ class Quant(PerTier):
     what = "bit width"
     signed = False  # QuantS: sign bit + magnitude
 
-    def __init__(self, spec: str, bits: tuple[int, ...], noise: str = "auto", scope: str = "update"):
-        low = 2 if self.signed else 1
+    def __init__(self, spec: str, bits: tuple[int, ...], noise: str = "auto", scope: str = "tensor",
+                 sign: str = "separate"):
+        if self.signed and sign not in QUANT_SIGN:
+            raise ValueError(f"optimization {spec!r}: option sign must be one of {list(QUANT_SIGN)}, got {sign!r}")
+        low = 2 if self.signed and sign == "budget" else 1
         usage = quant_usage(self.name)
         for b in bits:
             if (not isinstance(b, numbers.Real) or isinstance(b, bool) or not math.isfinite(b) or b != int(b)
@@ -291,7 +310,9 @@ class Quant(PerTier):
                 raise ValueError(f"optimization {spec!r}: option {option} must be one of {list(allowed)}, got {value!r}")
         super().__init__(spec, tuple(int(b) for b in bits))
         self.noise = noise
-        self.scope = scope  # "update": one range for the whole update (RF² §4.3); "tensor": one per tensor
+        self.scope = scope  # "tensor": one range per tensor (authors' simulator); "update": one for the whole update
+        #: QuantS only: "separate" sign bit + n magnitude bits, or "budget": sign inside the n bits
+        self.sign = sign if self.signed else None
 
     def encode(self, updates: ClientUpdates) -> ClientUpdates:
         bits = torch.tensor(self.setting(updates.contexts), dtype=torch.float64)
@@ -305,7 +326,7 @@ class Quant(PerTier):
         else:
             whole = client_range(updates, magnitude=self.signed)
             ranges = {k: whole for k in [*updates.dense, *updates.tables]}
-        mag_bits = bits - 1 if self.signed else bits
+        mag_bits = bits - 1 if self.sign == "budget" else bits
         levels = (2.0**mag_bits - 1).to(torch.float32)
         u_dense, u_tab = client_uniforms(updates, "quant", skip=(~active).numpy())
         dense = {}
@@ -345,7 +366,10 @@ class Quant(PerTier):
         header = 32.0 if self.signed else 64.0  # max |x|, or min and max, as float32
         if self.scope == "tensor":
             header *= len(updates.dense) + len(updates.tables)
-        return dense_entry_count(updates) * bits + torch.where(bits < 32, header, 0.0)
+        active = bits < 32
+        per_entry = bits + 1 if self.sign == "separate" else bits  # separate: the sign bit on top
+        per_entry = torch.where(active, per_entry, torch.full_like(bits, 32.0))  # 32: raw float32, identity
+        return dense_entry_count(updates) * per_entry + torch.where(active, header, 0.0)
 
 
 class QuantS(Quant):

@@ -9,7 +9,7 @@ import torch
 from scipy import stats
 
 from optimizations import ClientContext, Prune, Quant, QuantS, expand_optimizations, parse_optimization
-from optimizations.compression import client_range, stochastic_round
+from optimizations.compression import client_range, stochastic_round, tensor_ranges
 from rf2.aggregation import background_sum, fedavg
 from rf2.clients.updates import ClientUpdates, TableRows
 
@@ -62,7 +62,8 @@ def test_paper_preset_is_table1():
 @pytest.mark.parametrize("spec,match", [
     ("prune:1", ">= 2 positive"), ("prune:0:2:4", "positive"), ("prune:frac:1.0:0:0", r"\[0, 1\)"),
     ("prune:frac:-0.1:0:0", r"\[0, 1\)"), ("quant:bits:0:8:32", r"\[1, 32\]"), ("quant:bits:8:16:33", r"\[1, 32\]"),
-    ("quants:bits:1:8:32", r"\[2, 32\]"), ("quant:a:b:c", "numbers"), ("quant:1:2:4:noise=loud", "noise"),
+    ("quants:bits:1:8:32:sign=budget", r"\[2, 32\]"), ("quants:1:2:4:sign=both", "sign must be one of"),
+    ("quant:1:2:4:sign=separate", "unknown option 'sign'"), ("quant:1:2:4:scope=layer", "scope"), ("quant:a:b:c", "numbers"), ("quant:1:2:4:noise=loud", "noise"),
     ("prune:1:2:4:speed=3", "unknown option"), ("overselect:-0.2", "fraction"), ("overselect:x", "numbers"),
     ("exclude-lo:3", "no arguments"), ("paper-table1", "preset"), ("squash:1:2:4", "unknown optimization"),
     ("quant:1:2:4.5.6", "numbers"), ("channel:frac:0:1:1", r"\(0, 1\]"),
@@ -116,20 +117,52 @@ def test_quants_keeps_zeros_exactly():
     assert out.tables["emb"].background is None  # untouched rows stay exactly zero
 
 
+def on_grid(vals: torch.Tensor, lo, hi, points: int) -> bool:
+    grid = lo + (hi - lo) / (points - 1) * torch.arange(points)
+    return bool(torch.isclose(vals.reshape(-1)[:, None], grid[None, :], atol=1e-6).any(1).all())
+
+
 def test_quantised_values_lie_on_the_grid():
     u = toy_updates(tiers=(0, 0, 0))
+    u.dense["w"] = u.dense["w"] * 10  # the dense tensor's range differs from the table's
     bits = 3
-    lo, hi = client_range(u)
-    out = Quant("q", (bits, bits, bits)).encode(u)
+    # default: one range per tensor (the authors' simulator)
+    (lo, hi), (tlo, thi) = tensor_ranges(u)["w"], tensor_ranges(u)["emb"]
+    out = Quant("q", (bits,) * 3).encode(u)
+    t = out.tables["emb"]
     for c in range(3):
-        grid = lo[c] + (hi[c] - lo[c]) / (2**bits - 1) * torch.arange(2**bits)
-        vals = out.dense["w"][c].reshape(-1)
-        assert torch.isclose(vals[:, None], grid[None, :], atol=1e-6).any(1).all()
-    # QuantS: magnitudes on 2^(n-1) points of [0, max|x|]
+        assert on_grid(out.dense["w"][c], lo[c], hi[c], 2**bits)
+        assert on_grid(t.values[t.ptr[c]:t.ptr[c + 1]], tlo[c], thi[c], 2**bits)
+    # scope=update: one range over the whole update (rf2 0.1)
+    lo, hi = client_range(u)
+    out = Quant("q", (bits,) * 3, scope="update").encode(u)
+    t = out.tables["emb"]
+    for c in range(3):
+        assert on_grid(out.dense["w"][c], lo[c], hi[c], 2**bits)
+        assert on_grid(t.values[t.ptr[c]:t.ptr[c + 1]], lo[c], hi[c], 2**bits)
+        assert not on_grid(t.values[t.ptr[c]:t.ptr[c + 1]], tlo[c], thi[c], 2**bits)
+    # QuantS, sign=separate (default): magnitudes on 2^n points of [0, max|x|] per tensor
+    mx = tensor_ranges(u, magnitude=True)["w"][1]
     out = QuantS("qs", (bits,) * 3).encode(u)
+    assert on_grid(out.dense["w"][0].abs(), 0.0, mx[0], 2**bits)
+    assert not on_grid(out.dense["w"][0].abs(), 0.0, mx[0], 2 ** (bits - 1))
+    # sign=budget (the paper's text): the sign inside the n bits, 2^(n-1) magnitude points
+    out = QuantS("qs", (bits,) * 3, sign="budget").encode(u)
+    assert on_grid(out.dense["w"][0].abs(), 0.0, mx[0], 2 ** (bits - 1))
     _, mx = client_range(u, magnitude=True)
-    grid = mx[0] / (2 ** (bits - 1) - 1) * torch.arange(2 ** (bits - 1))
-    assert torch.isclose(out.dense["w"][0].abs().reshape(-1)[:, None], grid[None, :], atol=1e-6).any(1).all()
+    out = QuantS("qs", (bits,) * 3, sign="budget", scope="update").encode(u)
+    assert on_grid(out.dense["w"][0].abs(), 0.0, mx[0], 2 ** (bits - 1))
+
+
+def test_quants_separate_sign_allows_one_magnitude_bit():
+    opt = parse_optimization("quants:bits:1:2:32")
+    assert opt.per_tier == (1, 2, 32) and opt.sign == "separate"
+    u = toy_updates(tiers=(0, 0, 0))
+    mx = tensor_ranges(u, magnitude=True)["w"][1]
+    out = opt.encode(u)
+    for c in range(3):  # 1 magnitude bit: 0 or max|x|, with the sign
+        assert on_grid(out.dense["w"][c].abs(), 0.0, mx[c], 2)
+        assert (torch.sign(out.dense["w"][c]) * torch.sign(u.dense["w"][c]) >= 0).all()
 
 
 def test_range_includes_zero_of_untouched_rows():
@@ -166,6 +199,36 @@ def test_quant_is_unbiased_on_a_whole_update():
     assert err < 5 * spread / math.sqrt(400)
 
 
+@pytest.mark.parametrize("sign", ["separate", "budget"])
+def test_quants_is_unbiased(sign):
+    """E[q(x)] = x for QuantS: the mean of many independent encodings lies within 5 standard
+    errors of x for every entry (the standard error of each entry's two-point rounding computed
+    from its grid). Rounding magnitudes always down would fail the same check."""
+    bits, n = 2, 600
+    base = toy_updates(tiers=(0, 0, 0))
+    runs = []
+    for s in range(n):
+        u = toy_updates(tiers=(0, 0, 0))
+        u.contexts = [ClientContext(c.client_id, c.tier, c.tier_name, s, 0, 10, s * 10 + c.client_id) for c in u.contexts]
+        out = QuantS("qs", (bits,) * 3, sign=sign).encode(u)
+        runs.append(torch.cat([out.dense["w"].reshape(-1), out.tables["emb"].values.reshape(-1)]))
+    mean = torch.stack(runs).double().mean(0)
+    x = torch.cat([base.dense["w"].reshape(-1), base.tables["emb"].values.reshape(-1)]).double()
+    # each entry's grid step: max|x| of its tensor (per client) / (points - 1)
+    points = 2**bits if sign == "separate" else 2 ** (bits - 1)
+    t = base.tables["emb"]
+    mx_w = base.dense["w"].abs().reshape(3, -1).amax(1).double()
+    mx_t = torch.stack([t.values[t.ptr[c]:t.ptr[c + 1]].abs().max() for c in range(3)]).double()
+    step = torch.cat([mx_w.repeat_interleave(15), mx_t[t.client_of_row()].repeat_interleave(t.values.shape[1])])
+    step = step / (points - 1)
+    frac = x.abs() / step - torch.floor(x.abs() / step)  # chance of rounding up
+    se = step * torch.sqrt(frac * (1 - frac) / n)
+    assert ((mean - x).abs() <= 5 * se + 1e-5 * step).all()
+    # the check has power: always rounding |x| down would be rejected on many entries
+    down = torch.sign(x) * torch.floor(x.abs() / step) * step
+    assert ((down - x).abs() > 5 * se + 1e-5 * step).sum() > x.numel() // 4
+
+
 @pytest.mark.parametrize("f", [0.5, 0.75, 0.9375])
 def test_prune_keeps_the_stated_fraction(f):
     u = toy_updates(tiers=(0, 0, 0), n_rows=200)
@@ -191,12 +254,13 @@ def test_randomness_is_per_client_and_reproducible():
     assert torch.equal(solo.dense["w"][0], a.dense["w"][1])
 
 
-def dense_quantise_then_average(u: ClientUpdates, bits: int, rounds: int, seed: int) -> torch.Tensor:
+def dense_quantise_then_average(u: ClientUpdates, bits: int, rounds: int, seed: int, scope: str = "tensor") -> torch.Tensor:
     """Reference: quantise every client's *full, dense* table update (zeros of untouched rows
-    included) with plain stochastic rounding, then FedAvg. Returns [rounds, n_rows, D]."""
+    included) with plain stochastic rounding, on the table's own range (``scope="tensor"``) or the
+    whole update's, then FedAvg. Returns [rounds, n_rows, D]."""
     g = torch.Generator().manual_seed(seed)
     t = u.tables["emb"]
-    lo, hi = client_range(u)
+    lo, hi = tensor_ranges(u)["emb"] if scope == "tensor" else client_range(u)
     out = []
     for _ in range(rounds):
         acc = torch.zeros(t.n_rows, t.values.shape[1])
@@ -208,16 +272,16 @@ def dense_quantise_then_average(u: ClientUpdates, bits: int, rounds: int, seed: 
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("mode", ["exact", "gaussian"])
-def test_sparse_quant_matches_dense_reference_in_distribution(mode):
+@pytest.mark.parametrize("mode,scope", [("exact", "tensor"), ("gaussian", "tensor"), ("exact", "update")])
+def test_sparse_quant_matches_dense_reference_in_distribution(mode, scope):
     tiers = (0,) * 40
     u = toy_updates(tiers=tiers, n_rows=30, dim=2, seed=3)
-    ref = dense_quantise_then_average(u, bits=2, rounds=300, seed=9)
+    ref = dense_quantise_then_average(u, bits=2, rounds=300, seed=9, scope=scope)
     ours = []
     for r in range(300):
         v = toy_updates(tiers=tiers, n_rows=30, dim=2, seed=3)
         v.contexts = [ClientContext(c.client_id, c.tier, c.tier_name, r, 0, 10, 10_000 * r + c.client_id) for c in v.contexts]
-        enc = Quant("q", (2,), noise=mode).encode(v)
+        enc = Quant("q", (2,), noise=mode, scope=scope).encode(v)
         ours.append(fedavg(enc)["emb"])
     ours = torch.stack(ours)
     # per entry mean and variance agree (rows touched by some clients included)
@@ -255,8 +319,15 @@ def _reseed(t: TableRows, r: int) -> TableRows:
 def test_upload_bits():
     u = toy_updates(tiers=(0, 1, 2), n_rows=50, dim=4)
     n = 3 * 5 + 50 * 4  # every entry of the whole update, untouched rows included
-    assert Quant("q", (8, 16, 32)).upload_bits(u).tolist() == [8 * n + 64, 16 * n + 64, 32 * n]
-    assert QuantS("q", (8, 16, 32)).upload_bits(u).tolist() == [8 * n + 32, 16 * n + 32, 32 * n]
+    T = 2  # tensors: the dense "w" and the table "emb", each with its own header
+    # Quant per tensor (default): n bits per entry + min and max (2 x float32) per tensor
+    assert Quant("q", (8, 16, 32)).upload_bits(u).tolist() == [8 * n + 64 * T, 16 * n + 64 * T, 32 * n]
+    assert Quant("q", (8, 16, 32), scope="update").upload_bits(u).tolist() == [8 * n + 64, 16 * n + 64, 32 * n]
+    # QuantS, sign=separate (default): 1 sign bit + n magnitude bits per entry + max|x| per tensor
+    assert QuantS("q", (8, 16, 32)).upload_bits(u).tolist() == [9 * n + 32 * T, 17 * n + 32 * T, 32 * n]
+    assert QuantS("q", (8, 16, 32), sign="budget").upload_bits(u).tolist() == [8 * n + 32 * T, 16 * n + 32 * T, 32 * n]
+    assert (QuantS("q", (8, 16, 32), sign="budget", scope="update").upload_bits(u).tolist()
+            == [8 * n + 32, 16 * n + 32, 32 * n])
     assert Prune("p", (0.75, 0.5, 0.0)).upload_bits(u).tolist() == [0.25 * n * 32, 0.5 * n * 32, n * 32]
     assert parse_optimization("none").upload_bits(u).tolist() == [32 * n] * 3
 
@@ -264,14 +335,18 @@ def test_upload_bits():
 def test_tensor_scope_uses_each_tensors_own_range():
     u = toy_updates(tiers=(0, 0, 0))
     u.dense["w"] = u.dense["w"] * 100  # a dense tensor with a much wider range than the table
-    whole = Quant("q", (4,) * 3).encode(u)
-    per = Quant("q", (4,) * 3, scope="tensor").encode(u)
+    whole = Quant("q", (4,) * 3, scope="update").encode(u)
+    per = Quant("q", (4,) * 3).encode(u)  # default: per tensor
     t = u.tables["emb"]
     err_whole = (whole.tables["emb"].values - t.values).abs().mean()
     err_per = (per.tables["emb"].values - t.values).abs().mean()
     assert err_per < err_whole / 5  # the table is quantised on its own, finer grid
     assert per.tables["emb"].background.step.max() < whole.tables["emb"].background.step.min()
     assert parse_optimization("quant:1:2:4:scope=tensor").scope == "tensor"
+    assert parse_optimization("quant:1:2:4").scope == "tensor"
+    assert parse_optimization("quant:1:2:4:scope=update").scope == "update"
+    assert parse_optimization("quants:1:2:4").sign == "separate"
+    assert parse_optimization("quants:1:2:4:sign=budget:scope=update").sign == "budget"
     n_tensors = 2
     n = 3 * 5 + 50 * 4
     assert Quant("q", (8, 8, 8), scope="tensor").upload_bits(u).tolist() == [8 * n + 64 * n_tensors] * 3

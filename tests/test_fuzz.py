@@ -62,7 +62,7 @@ NUMBER_TEXT = st.one_of(
 )
 WORD = st.sampled_from([
     "frac", "bits", "FRAC", "noise=exact", "noise=loud", "noise=", "NOISE=Gaussian", "scope=tensor", "scope=x",
-    "rescale=true", "rescale=maybe", "=", "x=1", "unbalanced", "balanced", "noise=exact=1",
+    "rescale=true", "rescale=maybe", "scope=update", "sign=budget", "sign=separate", "sign=x", "=", "x=1", "unbalanced", "balanced", "noise=exact=1",
 ])
 TOKEN = st.one_of(NUMBER_TEXT, WORD, st.text(max_size=6))
 OPT_NAMES = [*sorted(REGISTRY), *PRESETS, "Prune", "QUANT", " quant", "exclude_lo", "overselect ", "", "squash",
@@ -81,7 +81,7 @@ OPT_SPECS = st.one_of(near_miss, st.text(max_size=40), st.sampled_from(BRIEF_NEA
 
 def settings_of(opt: Optimization) -> tuple:
     return (type(opt), getattr(opt, "per_tier", None), getattr(opt, "fraction", None), getattr(opt, "rescale", None),
-            getattr(opt, "noise", None), getattr(opt, "scope", None))
+            getattr(opt, "noise", None), getattr(opt, "scope", None), getattr(opt, "sign", None))
 
 
 def assert_valid(opt: Optimization) -> None:
@@ -89,9 +89,10 @@ def assert_valid(opt: Optimization) -> None:
     if isinstance(opt, Prune):
         assert all(0 <= f < 1 for f in opt.per_tier)
     if isinstance(opt, Quant):
-        low = 2 if isinstance(opt, QuantS) else 1
+        low = 2 if isinstance(opt, QuantS) and opt.sign == "budget" else 1
         assert all(isinstance(b, int) and low <= b <= 32 for b in opt.per_tier)
         assert opt.noise in ("auto", "exact", "gaussian") and opt.scope in ("update", "tensor")
+        assert opt.sign in (("separate", "budget") if isinstance(opt, QuantS) else (None,))
     if isinstance(opt, Channel):
         assert all(0 < w <= 1 for w in opt.per_tier)
     if isinstance(opt, Overselect):
@@ -129,8 +130,8 @@ def test_near_miss_optimization_specs(spec):
 
 @pytest.mark.parametrize("spec,match", [
     ("quant:1:2:1e308", None),  # was OverflowError (32 * 1e308 = inf in the ratio -> bits conversion)
-    ("quant:bits:0:8:32", r"\[1, 32\]"), ("quant:bits:1:2:33", r"\[1, 32\]"), ("quants:bits:1:8:32", r"\[2, 32\]"),
-    ("quants:1:1e9", r"overhead ratios 1:1e9 give \(1, 32\)"), ("prune:frac:1:0:0", r"\[0, 1\)"),
+    ("quant:bits:0:8:32", r"\[1, 32\]"), ("quant:bits:1:2:33", r"\[1, 32\]"), ("quants:bits:1:8:32:sign=budget", r"\[2, 32\]"),
+    ("quants:1:1e9:sign=budget", r"overhead ratios 1:1e9 give \(1, 32\)"), ("prune:frac:1:0:0", r"\[0, 1\)"),
     ("channel:frac:0:1", r"\(0, 1\]"), ("overselect:-0.1", r"\(0, 10\]"), ("overselect:nan", "finite decimal"),
     ("quant:\u0661:\u0662", "finite decimal"), ("quant:1_0:2", "finite decimal"),
     ("quant:1:2:4:noise=exact:noise=gaussian", "more than once"),
@@ -167,12 +168,14 @@ def test_prune_fractions_round_trip(fracs, rescale):
 
 @FUZZ
 @given(st.sampled_from(["quant", "quants"]), st.data(), st.sampled_from(["auto", "exact", "gaussian"]),
-       st.sampled_from(["update", "tensor"]))
-def test_quant_bits_round_trip(name, data, noise, scope):
-    bits = data.draw(st.lists(st.integers(2 if name == "quants" else 1, 32), min_size=2, max_size=5))
-    spec = _join(f"{name}:bits", *bits, f"noise={noise}", f"scope={scope}")
+       st.sampled_from(["update", "tensor"]), st.sampled_from(["separate", "budget"]))
+def test_quant_bits_round_trip(name, data, noise, scope, sign):
+    budget = name == "quants" and sign == "budget"
+    bits = data.draw(st.lists(st.integers(2 if budget else 1, 32), min_size=2, max_size=5))
+    spec = _join(f"{name}:bits", *bits, f"noise={noise}", f"scope={scope}", *([f"sign={sign}"] if name == "quants" else []))
     opt = parse_optimization(spec)
     assert opt.per_tier == tuple(bits) and (opt.noise, opt.scope) == (noise, scope)
+    assert opt.sign == (sign if name == "quants" else None)
     assert isinstance(opt, QuantS) == (name == "quants")
 
 
@@ -205,7 +208,7 @@ def test_overhead_ratios_give_the_documented_settings(name, ratios):
         key = ":".join(f"{v:g}" for v in ratios)
         expected = PAPER_BITS.get(key) or tuple(max(1, round(32 * (v / top))) for v in ratios)
     valid = (all(0 <= f < 1 for f in expected) if name == "prune" else all(0 < w <= 1 for w in expected)
-             if name == "channel" else min(expected) >= (2 if name == "quants" else 1))
+             if name == "channel" else min(expected) >= 1)  # quants: sign=separate (default) allows 1 bit
     if valid:
         assert opt is not None and opt.per_tier == expected
     else:
