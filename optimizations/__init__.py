@@ -5,7 +5,7 @@ spec                  meaning (RF² Table 1 unless noted)
 ====================  ================================================================================
 ``none``              plain FedAvg: the baseline of every comparison
 ``exclude-lo``        low-end devices never train
-``overselect:0.2``    select 20% extra clients, drop the slowest 20% (system model)
+``overselect:0.2``    select ⌊1.2K⌋ clients, drop ⌊0.2K⌋ from the lowest tier up (``:drop=time``: the slowest)
 ``prune:1:2:4``       random pruning of 75/50/0% of the update (also 1:2:8, 1:4:16; ``prune:frac:...``)
 ``quant:1:2:4``       stochastic rounding to 8/16/32 bits per tensor (1:2:8 -> 4/8/32, 1:4:16 -> 2/4/32;
                       ``quant:bits:...``; ``:scope=update``: one range per update)
@@ -30,7 +30,7 @@ from .compression import (
     PAPER_BITS, PAPER_RATIOS, PRUNE_USAGE, QUANT_NOISE, QUANT_SCOPE, QUANT_SIGN, QUANT_USAGE, Prune, Quant, QuantS,
     check_options, parse_numbers, parse_ratios, quant_usage, split_args,
 )
-from .selection import ExcludeLo, Overselect
+from .selection import OVERSELECT_DROP, ExcludeLo, Overselect
 from .hetefedrec import HETEFEDREC_USAGE, HeteFedRec, parse_hetefedrec
 from .standalone import Standalone
 
@@ -84,14 +84,15 @@ def _exclude(args, spec):
     return ExcludeLo(spec)
 
 
-@register("overselect", "overselect:F  (select F more clients, e.g. 0.2, drop the slowest)")
+@register("overselect", "overselect:F[:drop=tier|time]  (select floor(K(1+F)) clients, e.g. F = 0.2, drop floor(KF) "
+                        "from the lowest tier up, or with drop=time the slowest)")
 def _overselect(args, spec):
     pos, opts = split_args(args, spec)
-    check_options(opts, {}, spec)
+    check_options(opts, {"drop": OVERSELECT_DROP}, spec)
     if len(pos) > 1:
         raise ValueError(f"optimization {spec!r}: use overselect:0.2 (one fraction)")
     f = parse_numbers(pos, spec, "fraction", "use overselect:0.2")[0] if pos else 0.2
-    return Overselect(spec, f)
+    return Overselect(spec, f, drop=opts.get("drop", OVERSELECT_DROP[0]))
 
 
 def _per_tier(pos: list[str], spec: str, keyword: str, usage: str, from_ratio) -> tuple[tuple[float, ...], str]:

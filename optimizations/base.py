@@ -7,7 +7,7 @@ An optimisation overrides only the hooks it changes; every hook defaults to "do 
 ``setup(...)``             once before training: see the model, dataset and tiers (HeteFedRec groups)
 ``eligible(tiers)``        which clients may ever be selected (Exclude Lo)
 ``selection_size(k)``      how many candidates the server draws per round (Overselect draws more)
-``participants(...)``      which candidates train and report (Overselect drops the slowest)
+``participants(...)``      which candidates train and report (Overselect drops some)
 ``client_masks(...)``      the sub-model each client trains (Channel: fewer hidden units)
 ``client_loss_args(...)``  per-client arguments of the model's own ``client_loss`` (HeteFedRec)
 ``compute_fraction(...)``  the share of the full model's work that sub-model costs (system model)

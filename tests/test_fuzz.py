@@ -823,7 +823,12 @@ def test_empty_tier_is_reported_not_an_error(small):
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 200), st.sampled_from([0.2, 0.5, 1.0, 0.1]))
 def test_overselect_keeps_k_of_its_candidates(k, f):
-    opt = Overselect(f"overselect:{f}", f)
-    n = opt.selection_size(k)
-    kept = opt.participants(list(range(n)), lambda c: [0.0] * len(c))
-    assert len(kept) == k, f"overselect:{f} with K={k}: {n} candidates, {len(kept)} kept"
+    from optimizations import ClientContext
+
+    for drop in ("tier", "time"):
+        opt = Overselect(f"overselect:{f}:drop={drop}", f, drop=drop)
+        n = opt.selection_size(k)
+        assert n == math.floor(round(k * (1 + f), 9))  # floor(K(1 + r)), the authors' rule
+        cands = [ClientContext(i, i % 3, ("low", "mid", "high")[i % 3], 0, 0, 10, i) for i in range(n)]
+        kept = opt.participants(cands, lambda c: [0.0] * len(c))
+        assert len(kept) == k, f"overselect:{f}:drop={drop} with K={k}: {n} candidates, {len(kept)} kept"

@@ -38,22 +38,65 @@ def test_exclude_lo_on_a_population_of_only_low_devices_is_a_clear_error():
         Simulation(RunConfig(**SMALL, optimization="exclude-lo"), dataset=ds, tiers=tiers, progress=False).run()
 
 
-def test_overselect_drops_the_slowest():
-    opt = Overselect("overselect:0.2", 0.2)
-    assert opt.selection_size(10) == 12 and opt.selection_size(16) == 20
+def test_overselect_time_drops_the_slowest():
+    opt = Overselect("overselect:0.2:drop=time", 0.2, drop="time")
+    assert parse_optimization("overselect:0.2:drop=time").drop == "time"
+    assert opt.selection_size(10) == 12
     cands = [ctx(i, i % 3) for i in range(12)]
     times = np.array([5, 1, 9, 2, 8, 3, 7, 4, 6, 10, 0.5, 11.0])
     kept = opt.participants(cands, lambda cs: times[[c.client_id for c in cs]])
     assert len(kept) == 10
     assert {c.client_id for c in kept} == set(range(12)) - {9, 11}
+    with pytest.raises(ValueError, match="system model"):
+        opt.participants(cands)
+
+
+@pytest.mark.parametrize("k,f,size", [(10, 0.2, 12), (16, 0.2, 19), (32, 0.2, 38), (100, 0.29, 129), (5, 0.1, 5),
+                                      (100, 0.2, 120), (7, 1.5, 17)])
+def test_overselect_draws_floor_k_1_plus_f(k, f, size):
+    # the authors' simulator: floor(K(1+r)) drawn, floor(Kr) dropped, K kept (on the decimal r: 100 * 0.29 = 29)
+    for drop in ("tier", "time"):
+        opt = parse_optimization(f"overselect:{f}:drop={drop}")
+        assert opt.selection_size(k) == size
+        assert opt.kept(size) == k
+
+
+def test_overselect_tier_drops_lowest_tier_first():
+    opt = parse_optimization("overselect:0.25")  # K = 8: 10 drawn, 2 dropped
+    assert opt.drop == "tier" and opt.selection_size(8) == 10
+    # one low candidate: it goes, then one of the three mid ones; high is never touched
+    tiers = [2, 1, 2, 0, 1, 2, 1, 2, 2, 2]
+    cands = [ctx(i, t, seed=1000 + i) for i, t in enumerate(tiers)]
+    kept = opt.participants(cands)  # no system model needed
+    dropped = [c for c in cands if c not in kept]
+    assert len(kept) == 8 and sorted(c.tier for c in dropped) == [0, 1]
+    assert [c.client_id for c in kept] == sorted(c.client_id for c in kept)  # candidate order kept
+    # which mid candidate goes is the one with the smallest seeded key
+    mids = [c for c in cands if c.tier == 1]
+    keys = [c.rng("overselect-drop").random() for c in mids]
+    assert [c for c in dropped if c.tier == 1] == [mids[int(np.argmin(keys))]]
+    # deterministic for the same seeds; other seeds drop other mid candidates
+    assert opt.participants(cands) == kept
+    chosen = set()
+    for s in range(30):
+        cs = [ctx(i, t, seed=50 * s + i) for i, t in enumerate(tiers)]
+        chosen |= {c.client_id for c in cs if c not in opt.participants(cs) and c.tier == 1}
+    assert chosen == {1, 4, 6}
+    # more to drop than low candidates: all low first, then mid
+    cands = [ctx(i, t, seed=i) for i, t in enumerate([0, 1, 1, 2, 2, 2, 2, 2, 2, 2])]
+    dropped = [c for c in cands if c not in opt.participants(cands)]
+    assert sorted(c.tier for c in dropped) == [0, 1]
 
 
 def test_overselect_in_a_run_drops_mostly_low_tier():
-    res = Simulation(RunConfig(**SMALL, optimization="overselect:0.2"), progress=False).run()
-    bt = res.metrics.by_tier
-    assert bt["dropped"].sum() > 0
-    assert bt.loc["low", "dropped"] > bt.loc["high", "dropped"]
-    assert (res.rounds["selected"][:-1] == 30).all() and (res.rounds["participants"][:-1] == 25).all()
+    for spec in ("overselect:0.2", "overselect:0.2:drop=time"):
+        res = Simulation(RunConfig(**SMALL, optimization=spec), progress=False).run()
+        bt = res.metrics.by_tier
+        assert bt["dropped"].sum() > 0
+        assert bt.loc["low", "dropped"] > bt.loc["high", "dropped"]
+        assert (res.rounds["selected"][:-1] == 30).all() and (res.rounds["participants"][:-1] == 25).all()
+        if spec == "overselect:0.2":  # ~1/3 of 30 candidates are low: 5 low ones nearly always there to drop
+            assert bt.loc["high", "dropped"] == 0
 
 
 def test_costs_by_hand():
