@@ -105,19 +105,20 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rf2.results import mdac_pivot
+    from rf2.results import summary_pivot
     from rf2.sweep import Sweep, SweepSpec
 
     spec = SweepSpec.from_toml(args.config) if args.config else SweepSpec()
     axes = {k: tuple(v) for k, v in (("mappings", args.mappings), ("optimizations", args.optimizations),
                                      ("seeds", args.seeds)) if v}
     spec = SweepSpec(base=settings_from_args(args, spec.base),
+                     noise_floor=spec.noise_floor if args.noise_floor is None else args.noise_floor,
                      **{"mappings": spec.mappings, "optimizations": spec.optimizations, "seeds": spec.seeds, **axes})
     sweep = Sweep(spec, args.out, progress=not args.quiet, executor=args.executor, workers=args.workers,
                   threads=args.threads, address=args.address)
     configs = spec.configs()
     print(f"sweep: {len(spec.mappings)} mappings x {len(spec.optimization_list)} optimisations (incl. none) x "
-          f"{len(spec.seeds)} seeds = {len(configs)} runs; {len(configs) - len(sweep.pending())} already finished in {args.out}")
+          f"{len(spec.seeds)} seeds{' + noise-floor runs' if spec.noise_floor else ''} = {len(configs)} runs; {len(configs) - len(sweep.pending())} already finished in {args.out}")
     summary = sweep.run()
     print(f"finished {summary.finished} runs in {summary.seconds:.0f}s with the {summary.executor} executor "
           f"({summary.skipped} skipped as done); results in {summary.out}")
@@ -125,14 +126,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(summary.failed)} run(s) failed (recorded in runs/*.failed.json; re-run the sweep to retry):")
         for rid, reason in summary.failed:
             print(f"  {rid}: {reason}")
-    mdac_path = Path(args.out) / "mdac.csv"
-    if mdac_path.exists():
+    summary_path = Path(args.out) / "mdac_summary.csv"
+    if summary_path.exists() and summary_path.stat().st_size > 1:
         import pandas as pd
 
-        table = mdac_pivot(pd.read_csv(mdac_path), list(spec.mappings), spec.optimization_list)
+        summary_table = pd.read_csv(summary_path)
+        table = summary_pivot(summary_table, list(spec.mappings), spec.optimization_list, metric="auc")
         if not table.empty:
-            print("\nMDAC (%) by optimisation and tier mapping:")
-            print(table.to_string(float_format=lambda x: f"{x:.2f}"))
+            n = int(summary_table["n_seeds"].max())
+            print(f"\nMDAC of AUC (%) by optimisation and tier mapping: MDAC of the {n}-seed mean tier changes "
+                  "[95% paired-bootstrap interval over users]; * = interval above the noise floor (the last row: "
+                  "none retrained with the same tiers). Per run: mdac.csv; per cell: mdac_summary.csv")
+            print(table.to_string())
     if args.plot:
         from rf2.plots import plot_results
 
@@ -246,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mappings", nargs="+", help="override the sweep's tier mappings")
     s.add_argument("--optimizations", nargs="+", help="override the sweep's optimisations (presets: paper-table1)")
     s.add_argument("--seeds", nargs="+", type=int, help="override the sweep's seeds")
+    s.add_argument("--noise-floor", dest="noise_floor", action=argparse.BooleanOptionalAction, default=None,
+                   help="add `none` retrained with the same tiers per mapping and seed, the noise floor every MDAC is "
+                        "judged against (default: the sweep file's noise_floor, true)")
     s.add_argument("--plot", action="store_true", help="draw the figures when done (as `rf2 plot DIR`)")
     s.add_argument("--executor", choices=("local", "inprocess", "ray"), default="local",
                    help="where runs execute: local worker processes (default), this process, or Ray")

@@ -38,6 +38,8 @@ class RunConfig:
     n_tiers: int = _f(3, "number of device tiers (RF²: 3, low/mid/high)")
     optimization: str = _f("none", "tier-aware optimisation spec (see `rf2 list`)")
     seed: int = _f(0, "seed for tiers, model init, client selection and every client's randomness")
+    replicate: int = _f(0, "training replicate: k >= 1 retrains with other model-init/selection/client seeds but the "
+                           "same tiers (the noise-floor runs of rf2.evaluation.uncertainty); 0 = the run itself")
     clients_per_round: int = _f(32, "K: clients selected per round (without repetition within an epoch)")
     epochs: int = _f(1, "passes over all clients (RF²: 1, every client selected exactly once)")
     max_rounds: int = _f(0, "stop after this many rounds (0: no limit); for quick looks")
@@ -68,7 +70,7 @@ class RunConfig:
 
         if not 2 <= self.n_tiers <= MAX_TIERS:
             raise ValueError(f"config: n_tiers must be an integer in [2, {MAX_TIERS}] (RF²: 3), got {self.n_tiers}")
-        for name in ("seed", "max_rounds", "ranking_k"):
+        for name in ("seed", "replicate", "max_rounds", "ranking_k"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 hint = " (0 = no limit)" if name == "max_rounds" else ""

@@ -41,6 +41,7 @@ class RunOutcome:
     info: dict = field(default_factory=dict)
     error: str = ""
     traceback: str = ""
+    scores: bytes = b""  # the run's EvalScores (rf2.evaluation.scores), for bootstrap intervals
 
 
 # -- the work of one run (executed wherever the executor puts it) ---------------------------------
@@ -88,7 +89,8 @@ def execute_run(config: dict, threads: int | None = None, progress: bool = False
         info = {"config": cfg.to_dict(), "seconds": res.seconds, "peak_rss_mb": res.peak_rss_mb,
                 "rounds": len(res.rounds), "final_train_loss": float(res.rounds["train_loss"].iloc[-1]),
                 "pid": os.getpid(), "threads": threads}
-        return RunOutcome(config, True, rows_csv=res.rows().to_csv(index=False), info=info)
+        scores = res.scores.to_bytes() if res.scores is not None else b""
+        return RunOutcome(config, True, rows_csv=res.rows().to_csv(index=False), info=info, scores=scores)
     except Exception as exc:  # recorded by the driver; the sweep goes on
         return RunOutcome(config, False, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
 

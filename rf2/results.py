@@ -63,27 +63,183 @@ def load_failures(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["mapping", "optimization", "seed", "error"])
 
 
-def mdac_table(rows: pd.DataFrame, metric: str = "auc") -> pd.DataFrame:
-    """One row per optimised run: its per-tier relative change (Eq. 1, ``rc_<tier>``), the overall
-    change, and MDAC (Eq. 2: the largest difference between two tiers' relative changes)."""
+def _pairs(rows: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Every run paired with its baseline: one row per optimised run (``kind = "run"``) and per
+    noise-floor replicate of ``none`` (``kind = "floor"``), with per-tier values of both."""
     m = rows[rows["metric"] == metric]
     if m.empty:
-        return pd.DataFrame()
-    keys = [c for c in config_columns() if c in m.columns and c != "optimization"]
-    wide = m.pivot_table(index=keys + ["optimization"], columns="tier", values="value", aggfunc="first").reset_index()
-    tiers = [c for c in wide.columns if c not in keys + ["optimization"]]
+        return pd.DataFrame(), [], []
+    m = m.copy()
+    if "replicate" not in m.columns:
+        m["replicate"] = 0
+    if "run_id" not in m.columns:
+        m["run_id"] = ""
+    keys = [c for c in config_columns() if c in m.columns and c not in ("optimization", "replicate")]
+    wide = m.pivot_table(index=keys + ["optimization", "replicate", "run_id"], columns="tier", values="value",
+                         aggfunc="first").reset_index()
+    tiers = [c for c in wide.columns if c not in keys + ["optimization", "replicate", "run_id"]]
     tier_order = [t for t in ("low", "mid", "high") if t in tiers] + sorted(t for t in tiers if t not in ("low", "mid", "high", OVERALL))
-    base = wide[wide["optimization"] == "none"].drop(columns="optimization")
-    opt = wide[wide["optimization"] != "none"]
-    merged = opt.merge(base, on=keys, how="left", suffixes=("", "_base"))
-    out = merged[keys + ["optimization"]].copy()
+    is_none = wide["optimization"] == "none"
+    base = wide[is_none & (wide["replicate"] == 0)].drop(columns=["optimization", "replicate"])
+    runs = wide[~is_none & (wide["replicate"] == 0)].assign(kind="run")
+    floor = wide[is_none & (wide["replicate"] > 0)].assign(kind="floor")
+    merged = pd.concat([runs, floor], ignore_index=True).merge(base, on=keys, how="left", suffixes=("", "_base"))
+    return merged, keys, tier_order
+
+
+def _with_changes(merged: pd.DataFrame, keys: list[str], tier_order: list[str], metric: str) -> pd.DataFrame:
+    out = merged[keys + ["optimization", "replicate", "kind", "run_id", "run_id_base"]].copy()
     for t in tier_order + [OVERALL]:
-        out[f"{metric}_{t}"] = merged[t]
-        out[f"rc_{t}"] = (merged[t] - merged[f"{t}_base"]) / merged[f"{t}_base"]
+        out[f"{metric}_{t}"] = merged[t] if t in merged else np.nan
+        out[f"rc_{t}"] = (merged[t] - merged[f"{t}_base"]) / merged[f"{t}_base"] if t in merged else np.nan
     rc = out[[f"rc_{t}" for t in tier_order]]
     out["mdac"] = rc.max(axis=1) - rc.min(axis=1)
     out.loc[rc.isna().any(axis=1), "mdac"] = np.nan  # missing baseline or tier: no MDAC, not zero
-    return out.reset_index(drop=True)
+    return out
+
+
+def _scores_loader(scores):
+    """``scores``: a results directory, a ``run_id -> EvalScores`` mapping or callable, or None."""
+    if scores is None:
+        return lambda rid: None
+    if isinstance(scores, (str, Path)):
+        from rf2.store import ResultsStore
+
+        store = ResultsStore(scores)
+        cache: dict = {}
+
+        def load(rid):
+            if rid not in cache:
+                cache[rid] = store.scores(rid) if isinstance(rid, str) and rid else None
+            return cache[rid]
+
+        return load
+    if callable(scores):
+        return scores
+    return lambda rid: scores.get(rid)
+
+
+def mdac_table(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: int = 1000, level: float = 0.95,
+               boot_seed: int = 0, summary: bool = False) -> pd.DataFrame:
+    """MDAC per optimised run or per cell over seeds; see :func:`mdac_tables`."""
+    per_run, cells = mdac_tables(rows, metric, scores, n_boot, level, boot_seed)
+    return cells if summary else per_run
+
+
+def mdac_tables(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: int = 1000, level: float = 0.95,
+                boot_seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(per_run, summary)``: MDAC per optimised run (``summary=False``) or per cell over seeds (``summary=True``).
+
+    Per run: its per-tier relative change (Eq. 1, ``rc_<tier>``), the overall change, and MDAC
+    (Eq. 2: the largest difference between two tiers' relative changes). With ``scores`` (a results
+    directory, or ``run_id -> EvalScores``) every MDAC also gets a paired-bootstrap interval
+    (``mdac_lo``, ``mdac_hi`` at ``level``), the noise floor of its mapping and seed (``floor``: the
+    MDAC of ``none`` retrained, same tiers; see :mod:`rf2.evaluation.uncertainty`) and a
+    ``verdict``. Runs without scores get ``nan`` intervals and the verdict ``no scores``.
+
+    ``summary``: one row per (mapping, optimisation, other settings) over its seeds:
+    ``n_seeds``, the seed-mean per-tier changes ``rc_<tier>`` with ``rc_<tier>_lo/_hi``, ``mdac``
+    (MDAC of the seed-mean changes) with ``mdac_lo/_hi``, ``mean_mdac`` (mean of per-seed MDACs)
+    with its interval, ``floor`` / ``floor_hi`` (the noise floor combined the same way), ``verdict``.
+    Values are fractions (0.05 = 5 %)."""
+    merged, keys, tier_order = _pairs(rows, metric)
+    if merged.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    per_run = _with_changes(merged, keys, tier_order, metric)
+    load = _scores_loader(scores)
+    from rf2.evaluation.uncertainty import cell_estimate, verdict
+
+    cell_keys = [k for k in keys if k != "seed"]
+    cells = []
+    per_run["mdac_lo"] = per_run["mdac_hi"] = np.nan
+    for (_, g) in per_run.groupby(cell_keys + ["optimization", "kind"], sort=False, dropna=False):
+        pairs, idx = [], []
+        for i, r in g.iterrows():
+            o, b = load(r["run_id"]), load(r["run_id_base"])
+            if o is not None and b is not None:
+                pairs.append((o, b))
+                idx.append(i)
+        est = None
+        if pairs:
+            try:
+                est = cell_estimate(pairs, metric, n_boot, level, boot_seed)
+            except ValueError:
+                est = None
+        if est is not None:
+            per_run.loc[idx, "mdac_lo"] = est.seed_mdac_lo
+            per_run.loc[idx, "mdac_hi"] = est.seed_mdac_hi
+        cells.append((g, est))
+    floors = per_run[per_run["kind"] == "floor"].groupby(keys, dropna=False)["mdac"].mean()
+    runs = per_run[per_run["kind"] == "run"].copy()
+    key_tuples = [tuple(x) for x in runs[keys].itertuples(index=False)]
+    runs["floor"] = [floors.get(k if len(keys) > 1 else k[0], np.nan) for k in key_tuples]
+    runs["verdict"] = [verdict(lo, f) for lo, f in zip(runs["mdac_lo"], runs["floor"])]
+    runs = runs.drop(columns=["kind", "replicate", "run_id_base"]).reset_index(drop=True)
+
+    out = []
+    floor_cells = {}
+    for g, est in cells:
+        first = g.iloc[0]
+        row = {k: first[k] for k in cell_keys + ["optimization"]}
+        row["kind"] = first["kind"]
+        row["n_seeds"] = int(g["seed"].nunique())
+        rc_cols = [f"rc_{t}" for t in tier_order + [OVERALL]]
+        if est is not None and est.n_seeds == len(g):
+            for j, c in enumerate(rc_cols):
+                row[c], row[f"{c}_lo"], row[f"{c}_hi"] = est.rc[j], est.rc_lo[j], est.rc_hi[j]
+            row.update(mdac=est.mdac, mdac_lo=est.mdac_lo, mdac_hi=est.mdac_hi, mean_mdac=est.mean_mdac,
+                       mean_mdac_lo=est.mean_mdac_lo, mean_mdac_hi=est.mean_mdac_hi)
+        else:  # no (or not all) scores: point estimates only
+            mean_rc = g[rc_cols].mean()
+            for c in rc_cols:
+                row[c], row[f"{c}_lo"], row[f"{c}_hi"] = mean_rc[c], np.nan, np.nan
+            t = mean_rc[[f"rc_{t}" for t in tier_order]]
+            row.update(mdac=float(t.max() - t.min()) if t.notna().all() else np.nan, mdac_lo=np.nan, mdac_hi=np.nan,
+                       mean_mdac=float(g["mdac"].mean()), mean_mdac_lo=np.nan, mean_mdac_hi=np.nan)
+        if row["kind"] == "floor":
+            floor_cells[tuple(row[k] for k in cell_keys)] = row
+        else:
+            out.append(row)
+    table = pd.DataFrame(out)
+    if table.empty:
+        return runs, table
+    fl = [floor_cells.get(tuple(r[k] for k in cell_keys)) for _, r in table.iterrows()]
+    table["floor"] = [f["mdac"] if f else np.nan for f in fl]
+    table["floor_hi"] = [f["mdac_hi"] if f else np.nan for f in fl]
+    table["verdict"] = [verdict(lo, f) for lo, f in zip(table["mdac_lo"], table["floor"])]
+    return runs, table.drop(columns=["kind"]).reset_index(drop=True)
+
+
+def noise_floor_table(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: int = 1000, level: float = 0.95,
+                      boot_seed: int = 0) -> pd.DataFrame:
+    """The noise floor per mapping (and other settings) over seeds: MDAC of ``none`` retrained with
+    the same tiers against ``none`` (``mdac``, ``mdac_lo``, ``mdac_hi``, ``mean_mdac``, ...)."""
+    merged, keys, tier_order = _pairs(rows, metric)
+    if merged.empty:
+        return pd.DataFrame()
+    floor_only = merged[merged["kind"] == "floor"]
+    if floor_only.empty:
+        return pd.DataFrame()
+    cell_keys = [k for k in keys if k != "seed"]
+    load = _scores_loader(scores)
+    from rf2.evaluation.uncertainty import cell_estimate
+
+    per = _with_changes(floor_only, keys, tier_order, metric)
+    out = []
+    for _, g in per.groupby(cell_keys, sort=False, dropna=False):
+        pairs = [(load(r["run_id"]), load(r["run_id_base"])) for _, r in g.iterrows()]
+        pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
+        row = {k: g.iloc[0][k] for k in cell_keys}
+        row["n_seeds"] = int(g["seed"].nunique())
+        if len(pairs) == len(g):
+            est = cell_estimate(pairs, metric, n_boot, level, boot_seed)
+            row.update(mdac=est.mdac, mdac_lo=est.mdac_lo, mdac_hi=est.mdac_hi, mean_mdac=est.mean_mdac,
+                       mean_mdac_lo=est.mean_mdac_lo, mean_mdac_hi=est.mean_mdac_hi)
+        else:
+            row.update(mdac=np.nan, mdac_lo=np.nan, mdac_hi=np.nan, mean_mdac=float(g["mdac"].mean()),
+                       mean_mdac_lo=np.nan, mean_mdac_hi=np.nan)
+        out.append(row)
+    return pd.DataFrame(out)
 
 
 def mdac_pivot(mdac: pd.DataFrame, mappings: list[str] | None = None, optimizations: list[str] | None = None) -> pd.DataFrame:
@@ -96,3 +252,32 @@ def mdac_pivot(mdac: pd.DataFrame, mappings: list[str] | None = None, optimizati
     if mappings:
         t = t[[m for m in mappings if m in t.columns]]
     return t
+
+
+def summary_pivot(summary: pd.DataFrame, mappings: list[str] | None = None, optimizations: list[str] | None = None,
+                  metric: str | None = None) -> pd.DataFrame:
+    """Optimisation x mapping table of strings ``MDAC [lo, hi]`` in %, marked ``*`` when above the
+    noise floor, with a last row ``noise floor`` (from :func:`mdac_table` ``(summary=True)``)."""
+    if summary.empty:
+        return pd.DataFrame()
+    if metric is not None and "metric" in summary:
+        summary = summary[summary["metric"] == metric]
+
+    def cell(r) -> str:
+        if not np.isfinite(r["mdac"]):
+            return "-"
+        if not np.isfinite(r.get("mdac_lo", np.nan)):
+            return f"{100 * r['mdac']:.2f}"
+        mark = " *" if r.get("verdict") == "above floor" else ""
+        return f"{100 * r['mdac']:.2f} [{100 * r['mdac_lo']:.2f}, {100 * r['mdac_hi']:.2f}]{mark}"
+
+    s = summary.assign(text=[cell(r) for _, r in summary.iterrows()])
+    t = s.pivot_table(index="optimization", columns="mapping", values="text", aggfunc="first")
+    if optimizations:
+        t = t.reindex([o for o in optimizations if o in t.index])
+    if mappings:
+        t = t[[m for m in mappings if m in t.columns]]
+    if "floor" in s:
+        fl = s.groupby("mapping")["floor"].first()
+        t.loc["noise floor"] = [f"{100 * fl[m]:.2f}" if m in fl and np.isfinite(fl[m]) else "-" for m in t.columns]
+    return t.fillna("-")

@@ -38,6 +38,7 @@ from rf2.clients.reference import ReferenceEngine
 from rf2.config import RunConfig
 from rf2.data import FeatureEncoder, InteractionDataset, load_dataset
 from rf2.evaluation import OVERALL, TierMetrics, tier_metrics
+from rf2.evaluation.scores import EvalScores
 from rf2.models import RecModel, build_model
 from rf2.seeding import int_seed
 from rf2.selection import NoRepeatSelector
@@ -61,6 +62,7 @@ class RunResult:
     tiers: TierAssignment
     seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = float("nan")
+    scores: EvalScores | None = None  # test events' scores and per-user ranking metrics (for intervals)
 
     def table(self) -> pd.DataFrame:
         return self.metrics.table()
@@ -95,14 +97,17 @@ class Simulation:
             raise ValueError(f"tier assignment {self.tiers.spec!r} has {self.tiers.n_tiers} tiers {list(self.tiers.names)}, "
                              f"but the config has n_tiers={config.n_tiers}; make them agree")
         self.encoder = FeatureEncoder(self.dataset)
+        # training randomness (model init, selection, clients): the run's seed, or for a noise-floor
+        # replicate another stream with the same tiers (rf2.evaluation.uncertainty)
+        self.train_seed = config.seed if config.replicate == 0 else int_seed(config.seed, "replicate", config.replicate)
         self.model: RecModel = build_model(
-            config.model, self.dataset.schema, seed=int_seed(config.seed, "model"), **config.model_options
+            config.model, self.dataset.schema, seed=int_seed(self.train_seed, "model"), **config.model_options
         )
         # The global model θ: the model's own parameter storage, updated in place by the server.
         self.params = {k: p.detach() for k, p in self.model.named_parameters()}
         self.optimization: Optimization = parse_optimization(config.optimization)
         self.optimization.validate(self.tiers.names)
-        self.optimization.setup(self.model, self.dataset, self.tiers, config.seed)
+        self.optimization.setup(self.model, self.dataset, self.tiers, self.train_seed)
         self.server = make_server_optimizer(config.server_optimizer, config.server_lr)
         self.engine = make_engine(config.engine)
         self.system = SystemModel(self.tiers.names, config.system_options)
@@ -122,6 +127,7 @@ class Simulation:
         self.cost = {"upload_bits": np.zeros(T), "compute_s": np.zeros(T), "participations": np.zeros(T, dtype=np.int64),
                      "dropped": np.zeros(T, dtype=np.int64)}
         self.progress = progress
+        self.eval_scores: EvalScores | None = None
         self.load_seconds = time.perf_counter() - t0
 
     # -- training --------------------------------------------------------------------------------
@@ -145,13 +151,13 @@ class Simulation:
             raise ValueError(f"clients_per_round={cfg.clients_per_round} with optimization {self.optimization.spec!r} needs "
                              f"{size} candidates per round, but only {pool.size} clients can train (with training data and "
                              f"eligible under {self.optimization.spec!r}); choose clients_per_round between 1 and {k_max}")
-        selector = NoRepeatSelector(pool, size, cfg.seed)
+        selector = NoRepeatSelector(pool, size, self.train_seed)
         plan = [(e, chosen) for e in range(cfg.epochs) for chosen in selector.epoch(e)]
         return plan[: cfg.max_rounds] if cfg.max_rounds else plan
 
     def train_round(self, round_: int, epoch: int, chosen: np.ndarray) -> dict:
         cfg, ds, opt = self.config, self.dataset, self.optimization
-        candidates = make_contexts(cfg.seed, chosen, self.tiers.tier, self.tiers.names, round_, epoch, ds.train_counts[chosen])
+        candidates = make_contexts(self.train_seed, chosen, self.tiers.tier, self.tiers.names, round_, epoch, ds.train_counts[chosen])
         contexts = opt.participants(candidates, self.full_round_time)
         clients = np.array([c.client_id for c in contexts], dtype=np.int64)
         batch = RoundBatch.gather(ds, self.encoder, clients)
@@ -230,7 +236,7 @@ class Simulation:
         return RunResult(
             config=self.config, metrics=metrics, rounds=pd.DataFrame(log), tiers=self.tiers,
             seconds={"load": self.load_seconds, "train": train_s, "eval": time.perf_counter() - t1},
-            peak_rss_mb=peak_rss_mb(),
+            peak_rss_mb=peak_rss_mb(), scores=self.eval_scores,
         )
 
     def _with_costs(self, metrics: TierMetrics, rounds: pd.DataFrame) -> TierMetrics:
@@ -293,12 +299,16 @@ class Simulation:
             raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} test predictions are not finite")
         users = ds.user[idx]
         metrics = tier_metrics(ds.label[idx], logits, self.tiers.tier[users], users, self.tiers.names)
+        per_user = None
         if self.config.ranking_k:
-            from rf2.evaluation.ranking import ranking_metrics
+            from rf2.evaluation.ranking import ranking_by_user, ranking_frame
 
-            ranking = ranking_metrics(self.model, ds, self.encoder, self.tiers.tier, self.tiers.names,
-                                      k=self.config.ranking_k, exclude=self.config.ranking_exclude)
+            per_user = ranking_by_user(self.model, ds, self.encoder, k=self.config.ranking_k,
+                                       exclude=self.config.ranking_exclude)
+            ranking = ranking_frame(per_user, self.tiers.tier, self.tiers.names)
             metrics = TierMetrics(pd.concat([metrics.frame, ranking], ignore_index=True), metrics.tier_names)
+        self.eval_scores = EvalScores.from_run(users, self.tiers.tier[users], ds.label[idx], logits, self.tiers.names,
+                                               self.tiers.tier, per_user)
         return metrics
 
 

@@ -34,6 +34,7 @@ from optimizations import make_contexts
 from rf2.clients.batch import RoundBatch
 from rf2.clients.reference import table_index_columns
 from rf2.evaluation import TierMetrics, tier_metrics
+from rf2.evaluation.scores import EvalScores
 from rf2.evaluation.ranking import _csr, ranking_by_user, ranking_frame, ranking_from_scores, relevant_and_excluded
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
         layout = {}
         for epoch in range(cfg.epochs):
             round_ = epoch * n_rounds + r
-            contexts = make_contexts(cfg.seed, clients, sim.tiers.tier, sim.tiers.names, round_, epoch,
+            contexts = make_contexts(sim.train_seed, clients, sim.tiers.tier, sim.tiers.names, round_, epoch,
                                      ds.train_counts[clients])
             u = sim.engine.client_updates(model, params, batch, contexts, cfg.local_steps, cfg.client_lr,
                                           opt.client_masks(contexts, model), private=dense, private_rows=rows or None,
@@ -156,12 +157,15 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     if not np.isfinite(logits).all():
         raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} test predictions are not finite")
     metrics = tier_metrics(ds.label[test], logits, sim.tiers.tier[test_users], test_users, sim.tiers.names)
+    per_user = pd.concat(ranking) if ranking is not None else None
+    scores = EvalScores.from_run(test_users, sim.tiers.tier[test_users], ds.label[test], logits, sim.tiers.names,
+                                 sim.tiers.tier, per_user)
     if ranking is not None:
-        frame = ranking_frame(pd.concat(ranking), sim.tiers.tier, sim.tiers.names)
+        frame = ranking_frame(per_user, sim.tiers.tier, sim.tiers.names)
         metrics = TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names)
     rounds = pd.DataFrame(log).sort_values("round", kind="stable").reset_index(drop=True)
     metrics = sim._with_costs(metrics, rounds)
     eval_s += time.perf_counter() - te
     return RunResult(config=cfg, metrics=metrics, rounds=rounds, tiers=sim.tiers,
                      seconds={"load": sim.load_seconds, "train": train_s, "eval": eval_s},
-                     peak_rss_mb=peak_rss_mb())
+                     peak_rss_mb=peak_rss_mb(), scores=scores)

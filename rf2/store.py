@@ -6,10 +6,13 @@ Layout (format :data:`FORMAT`)::
     .lock                 held (flock) by the sweep writing here; released when it exits or dies
     sweep.toml            the sweep as last run (provenance)
     runs/<id>.csv         tidy rows of one finished run (tier, metric, value, ... + every config field)
-    runs/<id>.json        its commit record: config, timings, and the CSV's sha256 and row count
+    runs/<id>.scores.npz  its test events' user, tier, label and score, and per-user ranking metrics
+                          (rf2.evaluation.scores), from which intervals are bootstrapped
+    runs/<id>.json        its commit record: config, timings, the CSV's sha256 and row count, the scores' sha256
     runs/<id>.failed.json a run that raised or diverged: the reason and traceback; retried next time
     tiers/<mapping>__seed<k>.csv, tiers/summary.csv    heterogeneity reports (Figure 4)
-    results.csv, mdac.csv combined tables, rewritten at the end of every sweep
+    results.csv, mdac.csv combined tables, rewritten at the end of every sweep (mdac.csv: per run,
+    mdac_summary.csv      with bootstrap intervals and verdicts; mdac_summary.csv: per cell over seeds)
 
 **Crash safety.** Every file is written to a hidden temporary name, fsynced, and renamed into
 place. A run is *finished* only when its ``.json`` exists and records the sha256 of its ``.csv``;
@@ -145,13 +148,17 @@ class ResultsStore:
             raise RuntimeError("ResultsStore: writes need the directory lock (use `with store.lock():`)")
 
     # -- runs ------------------------------------------------------------------------------------
-    def commit_run(self, rid: str, rows_csv: str, info: dict) -> None:
-        """CSV first, then the record that vouches for it (the commit point)."""
+    def commit_run(self, rid: str, rows_csv: str, info: dict, scores: bytes = b"") -> None:
+        """CSV and scores first, then the record that vouches for them (the commit point)."""
         self._require_lock()
         rows = pd.read_csv(io.StringIO(rows_csv)).assign(run_id=rid)
         data = rows.to_csv(index=False).encode()
         atomic_write(self.runs / f"{rid}.csv", data)
-        record = {"format": FORMAT, "id": rid, **info, "csv_sha256": _sha256(data), "n_rows": len(rows)}
+        extra = {}
+        if scores:
+            atomic_write(self.runs / f"{rid}.scores.npz", scores)
+            extra = {"scores_sha256": _sha256(scores), "scores_bytes": len(scores)}
+        record = {"format": FORMAT, "id": rid, **info, "csv_sha256": _sha256(data), "n_rows": len(rows), **extra}
         atomic_write(self.runs / f"{rid}.json", json.dumps(record, indent=2))
         fail = self.runs / f"{rid}.failed.json"
         if fail.exists():
@@ -181,6 +188,22 @@ class ResultsStore:
                 out[rid] = csv
         return out
 
+    def scores(self, rid: str):
+        """The run's :class:`~rf2.evaluation.scores.EvalScores`, or ``None`` when it has none (a run
+        from before they were stored) or the file does not match its record's sha256."""
+        from rf2.evaluation.scores import EvalScores
+
+        try:
+            want = json.loads((self.runs / f"{rid}.json").read_text()).get("scores_sha256")
+            if want is None:
+                return None
+            data = (self.runs / f"{rid}.scores.npz").read_bytes()
+        except (OSError, json.JSONDecodeError, AttributeError):
+            return None
+        if _sha256(data) != want:
+            return None
+        return EvalScores.from_bytes(data)
+
     def finished_ids(self) -> set[str]:
         check_format(self.path)
         return set(self.finished())
@@ -205,14 +228,26 @@ class ResultsStore:
             row = pd.concat([old, row], ignore_index=True)
         atomic_write(summary_path, row.to_csv(index=False))
 
-    def write_tables(self) -> None:
-        from rf2.results import load_results, mdac_table
+    def write_tables(self, n_boot: int = 1000) -> None:
+        """``results.csv`` (every row), ``mdac.csv`` (per run, with intervals and verdicts) and
+        ``mdac_summary.csv`` (per cell over seeds), for AUC and every ranking metric present."""
+        from rf2.results import load_results, mdac_tables
 
         self._require_lock()
         rows = load_results(self.path)
         if len(rows):
             atomic_write(self.path / "results.csv", rows.to_csv(index=False))
-            atomic_write(self.path / "mdac.csv", mdac_table(rows).to_csv(index=False))
+            per_run, summary = [], []
+            metrics = ["auc"] + sorted(m for m in rows["metric"].unique() if "@" in str(m))
+            for metric in metrics:
+                t, s = mdac_tables(rows, metric, scores=self.path, n_boot=n_boot)
+                if len(t):
+                    per_run.append(t.assign(metric=metric))
+                if len(s):
+                    summary.append(s.assign(metric=metric))
+            atomic_write(self.path / "mdac.csv", (pd.concat(per_run, ignore_index=True) if per_run else pd.DataFrame()).to_csv(index=False))
+            atomic_write(self.path / "mdac_summary.csv",
+                         (pd.concat(summary, ignore_index=True) if summary else pd.DataFrame()).to_csv(index=False))
 
 
 def upgrade_results(path: str | Path) -> int:

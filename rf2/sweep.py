@@ -7,6 +7,7 @@ one ``none`` baseline, shared by all its optimisations for MDAC (RF² Eq. 2). Th
     mappings = ["random", "dirichlet:5000", "dirichlet:5", "dirichlet:0.5", "dirichlet:0.05", "dirichlet:0.005"]
     optimizations = ["paper-table1"]      # presets expand; "none" is always added
     seeds = [0]
+    noise_floor = true                    # add `none` retrained with the same tiers per mapping and seed
 
     [run]                                 # any RunConfig setting except the three axes
     dataset = "ml-100k"
@@ -44,6 +45,7 @@ class SweepSpec:
     mappings: tuple[str, ...] = PAPER_MAPPINGS
     optimizations: tuple[str, ...] = ("paper-table1",)
     seeds: tuple[int, ...] = (0,)
+    noise_floor: bool = True  # add `none` retrained with the same tiers (replicate 1) per mapping and seed
 
     def __post_init__(self) -> None:
         clash = sorted(set(self.base) & set(AXES))
@@ -56,6 +58,11 @@ class SweepSpec:
         for s in self.seeds:
             if not isinstance(s, int) or isinstance(s, bool):
                 raise ValueError(f"sweep: seeds must be integers, got {s!r}")
+        if not isinstance(self.noise_floor, bool):
+            raise ValueError(f"sweep: noise_floor must be true or false, got {self.noise_floor!r}")
+        if "replicate" in self.base:
+            raise ValueError("sweep: replicate is set by the sweep (noise_floor = true adds replicate 1 of none); "
+                             "remove it from [run]")
         expand_optimizations(list(self.optimizations))
         self.configs()  # validates every run's settings now (e.g. a preset against n_tiers), not mid-sweep
 
@@ -65,22 +72,29 @@ class SweepSpec:
         return ["none"] + [o for o in opts if o != "none"]
 
     def configs(self) -> list[RunConfig]:
-        return [
-            RunConfig.from_dict({**self.base, "mapping": m, "optimization": o, "seed": s})
-            for s in self.seeds for m in self.mappings for o in self.optimization_list
-        ]
+        out = []
+        for s in self.seeds:
+            for m in self.mappings:
+                out += [RunConfig.from_dict({**self.base, "mapping": m, "optimization": o, "seed": s})
+                        for o in self.optimization_list]
+                if self.noise_floor:  # the noise floor: none retrained, same tiers (rf2.evaluation.uncertainty)
+                    out.append(RunConfig.from_dict({**self.base, "mapping": m, "optimization": "none", "seed": s,
+                                                    "replicate": 1}))
+        return out
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "SweepSpec":
         data = load_toml(path)
         sweep = data.get("sweep", {})
-        unknown = sorted(set(sweep) - {"mappings", "optimizations", "seeds"})
+        unknown = sorted(set(sweep) - {"mappings", "optimizations", "seeds", "noise_floor"})
         if unknown:
-            raise ValueError(f"{path}: unknown [sweep] key(s) {unknown}; use mappings, optimizations, seeds")
+            raise ValueError(f"{path}: unknown [sweep] key(s) {unknown}; use mappings, optimizations, seeds, noise_floor")
         extra = sorted(set(data) - {"sweep", "run"})
         if extra:
             raise ValueError(f"{path}: unknown table(s) {extra}; a sweep file has [sweep] and [run]")
-        kw = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in sweep.items()}
+        kw = {k: tuple(v) if isinstance(v, list) else (v,) for k, v in sweep.items() if k != "noise_floor"}
+        if "noise_floor" in sweep:
+            kw["noise_floor"] = sweep["noise_floor"]
         return cls(base=dict(data.get("run", {})), **kw)
 
     def to_toml(self) -> str:
@@ -96,14 +110,14 @@ class SweepSpec:
             return repr(v)
 
         lines = ["[sweep]", f"mappings = {val(self.mappings)}", f"optimizations = {val(self.optimizations)}",
-                 f"seeds = {val(self.seeds)}", "", "[run]"]
+                 f"seeds = {val(self.seeds)}", f"noise_floor = {val(self.noise_floor)}", "", "[run]"]
         lines += [f"{k} = {val(v)}" for k, v in self.base.items()]
         return "\n".join(lines) + "\n"
 
 
 #: settings added after rf2 0.1: left out of a run's id while at their default, so the ids (and
 #: finished runs) of existing results directories stay valid.
-LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude")
+LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate")
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -113,7 +127,8 @@ def run_id(cfg: RunConfig) -> str:
         if d.get(k) == getattr(defaults, k):
             d.pop(k)
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
-    slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{cfg.mapping}__{cfg.optimization}__seed{cfg.seed}")
+    rep = f"__rep{cfg.replicate}" if cfg.replicate else ""
+    slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{cfg.mapping}__{cfg.optimization}__seed{cfg.seed}{rep}")
     return f"{slug}__{digest}"
 
 
@@ -199,7 +214,7 @@ class Sweep:
                         cfg = RunConfig.from_dict(outcome.config)
                         rid = run_id(cfg)
                         if outcome.ok:
-                            self.store.commit_run(rid, outcome.rows_csv, outcome.info)
+                            self.store.commit_run(rid, outcome.rows_csv, outcome.info, outcome.scores)
                             done += 1
                         else:
                             self.store.record_failure(rid, cfg.to_dict(), outcome.error, outcome.traceback)

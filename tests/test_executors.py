@@ -25,7 +25,8 @@ KEY = ["mapping", "optimization", "seed", "tier", "metric"]
 
 def spec(**kw) -> SweepSpec:
     return SweepSpec(base=dict(BASE), **{"mappings": ("random", "dirichlet:0.05"),
-                                         "optimizations": ("exclude-lo", "quants:1:2:8"), "seeds": (0,), **kw})
+                                         "optimizations": ("exclude-lo", "quants:1:2:8"), "seeds": (0,),
+                                         "noise_floor": False, **kw})
 
 
 def sorted_rows(path) -> pd.DataFrame:
@@ -158,7 +159,7 @@ def test_old_results_directories_are_detected_not_misread(tmp_path):
 def test_divergence_is_recorded_as_a_failure_and_plotted_as_missing(tmp_path, capsys):
     from rf2.cli import main
 
-    s = SweepSpec(base={**BASE, "client_lr": 1e30, "server_optimizer": "sgd", "server_lr": 1.0}, mappings=("random",), optimizations=("exclude-lo",), seeds=(0,))
+    s = SweepSpec(base={**BASE, "client_lr": 1e30, "server_optimizer": "sgd", "server_lr": 1.0}, mappings=("random",), optimizations=("exclude-lo",), seeds=(0,), noise_floor=False)
     summary = Sweep(s, tmp_path, progress=False, executor="inprocess").run()
     assert summary.finished == 0 and len(summary.failed) == 2
     assert all("DivergenceError" in reason for _, reason in summary.failed)

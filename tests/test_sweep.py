@@ -18,7 +18,8 @@ BASE = {"dataset": "synthetic", "dataset_options": {"n_users": 150, "n_items": 6
 
 def spec(**kw) -> SweepSpec:
     return SweepSpec(base=dict(BASE), **{"mappings": ("random", "dirichlet:0.05"),
-                                         "optimizations": ("exclude-lo", "quants:1:2:8"), "seeds": (0,), **kw})
+                                         "optimizations": ("exclude-lo", "quants:1:2:8"), "seeds": (0,),
+                                         "noise_floor": False, **kw})
 
 
 def test_grid_has_one_shared_baseline_per_mapping_and_seed():
@@ -27,7 +28,19 @@ def test_grid_has_one_shared_baseline_per_mapping_and_seed():
     assert len(cfgs) == 2 * 3 * 2
     assert sum(c.optimization == "none" for c in cfgs) == 4
     assert SweepSpec(base=dict(BASE), optimizations=("paper-table1",)).optimization_list[:3] == ["none", "exclude-lo", "overselect:0.2"]
-    assert len(SweepSpec(base=dict(BASE)).configs()) == 6 * 15  # the paper's sweep: 6 mappings x (14 + none)
+    assert len(SweepSpec(base=dict(BASE)).configs()) == 6 * 16  # the paper's sweep: 6 mappings x (14 + none + floor)
+    assert len(SweepSpec(base=dict(BASE), noise_floor=False).configs()) == 6 * 15
+
+
+def test_noise_floor_adds_one_retrained_none_per_mapping_and_seed():
+    cfgs = spec(seeds=(0, 1), noise_floor=True).configs()
+    floor = [c for c in cfgs if c.replicate]
+    assert len(cfgs) == 2 * 3 * 2 + 4 and len(floor) == 4
+    assert {(c.mapping, c.seed, c.optimization, c.replicate) for c in floor} == {
+        (m, s, "none", 1) for m in ("random", "dirichlet:0.05") for s in (0, 1)}
+    assert len({run_id(c) for c in cfgs}) == len(cfgs)  # the replicate has its own id
+    with pytest.raises(ValueError, match="replicate is set by the sweep"):
+        SweepSpec(base={**BASE, "replicate": 1})
 
 
 @pytest.mark.parametrize("kw,match", [
