@@ -71,3 +71,34 @@ def test_text_and_plot(tmp_path, synth):
     out = tmp_path / "fig4.png"
     rep.plot(out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_data_volume_per_tier_by_hand():
+    tiers, user, item, label = example()
+    # training events: user 0: 2 (clicks 2), user 1: 0, user 2: 1 (clicks 1), user 3: 3 (clicks 2)
+    is_train = np.array([1, 1, 0, 1, 0, 1, 1, 1], dtype=bool)
+    rep = heterogeneity_report(tiers, user, item, label, n_items=3, min_item_clicks=1, is_train=is_train)
+    v = rep.volume
+    assert v["train_events"].tolist() == [2, 4] and v["train_clicks"].tolist() == [2, 3]
+    assert v["train_events_per_user_mean"].tolist() == [1.0, 2.0]
+    assert v["train_events_per_user_median"].tolist() == [1.0, 2.0]
+    assert v["train_events_per_user_q25"].tolist() == [0.5, 1.5] and v["train_events_per_user_q75"].tolist() == [1.5, 2.5]
+    assert v["train_event_share"].tolist() == pytest.approx([1 / 3, 2 / 3])
+    s = rep.summary()
+    assert (s["train_events_low"], s["train_events_high"], s["train_event_share_high"]) == (2, 4, pytest.approx(2 / 3))
+    assert s["train_events_per_user_q75_low"] == 1.5 and s["users_low"] == 2
+    assert "share of train events" in rep.to_text() and "66.7%" in rep.to_text()
+    # without the split the report has no volume columns (as before)
+    assert heterogeneity_report(tiers, user, item, label, n_items=3).volume is None
+
+
+def test_report_for_uses_the_datasets_training_split(synth):
+    from tier_mapping import map_tiers
+    from tier_mapping.report import report_for
+
+    t = map_tiers(synth, "random", seed=0)
+    rep = report_for(synth, t)
+    counts = synth.train_counts
+    for k, name in enumerate(t.names):
+        assert rep.summary()[f"train_events_{name}"] == counts[t.tier == k].sum()
+    assert sum(rep.summary()[f"train_event_share_{n}"] for n in t.names) == pytest.approx(1.0)

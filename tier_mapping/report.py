@@ -2,7 +2,9 @@
 
 For a tier assignment and an interaction log this computes:
 
-* users and clicks per tier;
+* users and clicks per tier, and the tier's *data volume* (given the training events): training
+  events and training clicks, training events per user (mean and quartiles), and the tier's share
+  of all training events (the ``random`` mapping balances it; Algorithm 1 need not);
 * for the top-N most clicked items, each tier's *share*: the fraction of the tier's clicks that
   go to the item (the paper's Figure 4: under random mapping the bars of a group are equal);
 * the Jensen-Shannon divergence (base 2, in [0, 1]) between every pair of tiers' item-click
@@ -44,12 +46,20 @@ class HeterogeneityReport:
     dof: int
     cramers_v: float
     extra: dict = field(default_factory=dict)
+    #: per tier (rows in tier order): train_events, train_clicks, train_events_per_user_{mean,q25,median,q75},
+    #: train_event_share; ``None`` when the report was made without the training split
+    volume: pd.DataFrame | None = None
 
     def summary(self) -> dict[str, float]:
         out = {"mapping": self.mapping}
         for name, n, c in zip(self.tier_names, self.users_per_tier, self.clicks_per_tier):
             out[f"users_{name}"] = int(n)
             out[f"clicks_{name}"] = int(c)
+        if self.volume is not None:
+            for col in self.volume.columns:
+                for name in self.tier_names:
+                    v = self.volume.loc[name, col]
+                    out[f"{col}_{name}"] = int(v) if col in ("train_events", "train_clicks") else float(v)
         out.update(mean_jsd=self.mean_jsd, mutual_information_bits=self.mutual_information,
                    chi2=self.chi2, chi2_dof=self.dof, chi2_p_value=self.p_value, cramers_v=self.cramers_v)
         return out
@@ -57,6 +67,15 @@ class HeterogeneityReport:
     def to_text(self) -> str:
         lines = [f"tier mapping: {self.mapping}"]
         tiers = pd.DataFrame({"users": self.users_per_tier, "clicks": self.clicks_per_tier}, index=list(self.tier_names))
+        if self.volume is not None:
+            v = self.volume
+            tiers["train events"] = v["train_events"]
+            tiers["train clicks"] = v["train_clicks"]
+            tiers["events/user mean"] = v["train_events_per_user_mean"].round(1)
+            tiers["q25 / median / q75"] = [f"{a:g} / {b:g} / {c:g}" for a, b, c in
+                                           v[["train_events_per_user_q25", "train_events_per_user_median",
+                                              "train_events_per_user_q75"]].to_numpy()]
+            tiers["share of train events"] = v["train_event_share"].map(lambda x: f"{x:.1%}")
         lines += [tiers.to_string(), ""]
         share = self.top_items.pivot(index="rank", columns="tier", values="share")[list(self.tier_names)]
         share.index = [f"#{r + 1} item {i}" for r, i in zip(share.index, self.top_items.drop_duplicates("rank")["item"])]
@@ -112,7 +131,10 @@ def heterogeneity_report(
     n_items: int,
     top_n: int = 10,
     min_item_clicks: int = 5,
+    is_train: np.ndarray | None = None,
 ) -> HeterogeneityReport:
+    """Clicks of all given events drive the heterogeneity measures; ``is_train`` (a mask over the
+    same events) adds each tier's training data volume (:func:`tier_volume`)."""
     counts = tier_item_counts(tiers, user, item, label, n_items).astype(np.float64)
     names = tiers.names
     T = tiers.n_tiers
@@ -169,9 +191,36 @@ def heterogeneity_report(
         dof=dof,
         cramers_v=cramers_v,
         extra={"items_in_chi2": int(keep_items.sum()), "min_item_clicks": min_item_clicks},
+        volume=None if is_train is None else tier_volume(tiers, user, label, is_train),
     )
 
 
+def tier_volume(tiers: TierAssignment, user: np.ndarray, label: np.ndarray, is_train: np.ndarray) -> pd.DataFrame:
+    """Per tier: training events and clicks, training events per user (mean, quartiles; every user
+    of the tier counts, including those with no training event) and the share of all training events."""
+    train = np.asarray(is_train, dtype=bool)
+    u = np.asarray(user)[train]
+    per_user = np.bincount(u, minlength=tiers.n_users)
+    clicks_per_user = np.bincount(u, weights=(np.asarray(label)[train] == 1), minlength=tiers.n_users)
+    total = per_user.sum()
+    rows = []
+    for t in range(tiers.n_tiers):
+        mine = per_user[tiers.tier == t]
+        q25, med, q75 = np.percentile(mine, [25, 50, 75]) if mine.size else (np.nan,) * 3
+        rows.append({
+            "train_events": int(mine.sum()),
+            "train_clicks": int(clicks_per_user[tiers.tier == t].sum()),
+            "train_events_per_user_mean": float(mine.mean()) if mine.size else np.nan,
+            "train_events_per_user_q25": float(q25),
+            "train_events_per_user_median": float(med),
+            "train_events_per_user_q75": float(q75),
+            "train_event_share": float(mine.sum() / total) if total else np.nan,
+        })
+    return pd.DataFrame(rows, index=list(tiers.names))
+
+
 def report_for(dataset, tiers: TierAssignment, top_n: int = 10, min_item_clicks: int = 5) -> HeterogeneityReport:
-    """:func:`heterogeneity_report` over all events of an :class:`~rf2.data.InteractionDataset`."""
-    return heterogeneity_report(tiers, dataset.user, dataset.item, dataset.label, dataset.n_items, top_n, min_item_clicks)
+    """:func:`heterogeneity_report` over all events of an :class:`~rf2.data.InteractionDataset`,
+    with each tier's training data volume."""
+    return heterogeneity_report(tiers, dataset.user, dataset.item, dataset.label, dataset.n_items, top_n, min_item_clicks,
+                                is_train=~np.asarray(dataset.is_test))
