@@ -175,7 +175,16 @@ def cmd_tiers(args: argparse.Namespace) -> int:
     if len(reports) == 1:
         print(reports[0].to_text())
     else:
-        print(pd.DataFrame([r.summary() for r in reports]).set_index("mapping").to_string(float_format=lambda x: f"{x:.4g}"))
+        table = pd.DataFrame([r.summary() for r in reports]).set_index("mapping")
+        volume_cols = [c for c in table.columns if c.startswith("train_")]
+        print(table.drop(columns=volume_cols).to_string(float_format=lambda x: f"{x:.4g}"))
+        volume = pd.concat({r.mapping: r.volume.assign(users=r.users_per_tier) for r in reports if r.volume is not None},
+                           names=["mapping", "tier"])
+        if len(volume):
+            print("\ntraining data volume per tier (events per user: mean and quartiles):")
+            volume = volume.rename(columns=lambda c: c.replace("train_events_per_user_", "ev/user ").replace("train_", ""))
+            print(volume[["users", *[c for c in volume.columns if c != "users"]]].to_string(
+                float_format=lambda x: f"{x:.3g}"))
     if args.plot:
         import matplotlib
 
