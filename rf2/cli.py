@@ -121,7 +121,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"{len(spec.seeds)} seeds{' + noise-floor runs' if spec.noise_floor else ''} = {len(configs)} runs; {len(configs) - len(sweep.pending())} already finished in {args.out}")
     summary = sweep.run()
     print(f"finished {summary.finished} runs in {summary.seconds:.0f}s with the {summary.executor} executor "
-          f"({summary.skipped} skipped as done); results in {summary.out}")
+          f"({summary.skipped} skipped as done; tables and bootstrap intervals {summary.tables_seconds:.0f}s); "
+          f"results in {summary.out}")
     if summary.failed:
         print(f"{len(summary.failed)} run(s) failed (recorded in runs/*.failed.json; re-run the sweep to retry):")
         for rid, reason in summary.failed:

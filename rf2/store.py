@@ -2,7 +2,7 @@
 
 Layout (format :data:`FORMAT`)::
 
-    rf2-results.json      {"format": 2, "rf2": "<version>"}: what wrote this directory
+    rf2-results.json      {"format": 3, "rf2": "<version>"}: what wrote this directory
     .lock                 held (flock) by the sweep writing here; released when it exits or dies
     sweep.toml            the sweep as last run (provenance)
     runs/<id>.csv         tidy rows of one finished run (tier, metric, value, ... + every config field)
@@ -27,7 +27,9 @@ stale lock.
 
 **Versions.** Directories written by an older rf2 (no ``rf2-results.json``, or another format
 number) are refused by readers and writers with a message saying how to upgrade them
-(``rf2 upgrade-results DIR``).
+(``rf2 upgrade-results DIR``). Format 3 changed defaults to the RF² authors' simulator
+(:mod:`rf2.upgrade`): upgrading a format-2 directory relabels its runs with the old defaults
+spelled out, so old and new runs never share a row of a table.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from pathlib import Path
 
 import pandas as pd
 
-FORMAT = 2
+FORMAT = 3
 MARKER = "rf2-results.json"
 
 
@@ -251,32 +253,123 @@ class ResultsStore:
 
 
 def upgrade_results(path: str | Path) -> int:
-    """Upgrade a format-1 directory (rf2 before the results store): every run with both a CSV and
-    a JSON record is vouched for as it is; CSVs without a record are left out (rerun them).
-    Returns the number of runs kept."""
+    """Bring a results directory to the current format; returns the number of runs kept.
+
+    Format 1 (rf2 before the results store): every run with both a CSV and a JSON record is vouched
+    for as it is; CSVs without a record are left out (rerun them). Format 2 (defaults before the
+    RF² authors' protocol): every run's config is relabelled with the old defaults made explicit
+    (:func:`rf2.upgrade.relabel_config`) and its files renamed to the relabelled run's id; tier
+    reports and ``sweep.toml`` are relabelled the same way; the combined tables are rewritten."""
     path = Path(path)
     store = ResultsStore(path)
+    fmt = 1
     if (path / MARKER).exists():
-        check_format(path)
-        return len(store.finished())
-    kept = 0
+        try:
+            fmt = json.loads((path / MARKER).read_text()).get("format")
+        except (json.JSONDecodeError, AttributeError) as exc:
+            raise ResultsFormatError(f"{path / MARKER} is corrupt ({exc})") from exc
+        if fmt == FORMAT:
+            return len(store.finished())
+        if not isinstance(fmt, int) or fmt > FORMAT:
+            check_format(path)
+    elif not store.runs.is_dir():
+        raise ResultsFormatError(f"{path} is not a results directory (no runs/ folder)")
     fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SweepLockedError(f"a sweep is writing to {path}; upgrade it when it has finished") from None
-        for csv in sorted(store.runs.glob("*.csv")):
-            rec = csv.with_suffix(".json")
-            if not rec.exists():
-                continue
-            info = json.loads(rec.read_text())
-            data = csv.read_bytes()
-            info.update({"format": FORMAT, "csv_sha256": _sha256(data), "n_rows": len(pd.read_csv(io.BytesIO(data)))})
-            atomic_write(rec, json.dumps(info, indent=2))
-            kept += 1
-        atomic_write(path / MARKER, json.dumps({"format": FORMAT, "rf2": _version(), "upgraded_from": 1}))
+        if fmt == 1:
+            for csv in sorted(store.runs.glob("*.csv")):
+                rec = csv.with_suffix(".json")
+                if not rec.exists():
+                    continue
+                info = json.loads(rec.read_text())
+                data = csv.read_bytes()
+                info.update({"format": 2, "csv_sha256": _sha256(data), "n_rows": len(pd.read_csv(io.BytesIO(data)))})
+                atomic_write(rec, json.dumps(info, indent=2))
+            atomic_write(path / MARKER, json.dumps({"format": 2, "rf2": _version(), "upgraded_from": 1}))
+        kept = _relabel_runs(store)
+        atomic_write(path / MARKER, json.dumps({"format": FORMAT, "rf2": _version(), "upgraded_from": fmt}))
+        store._lock_fd = fd
+        try:
+            store.write_tables()
+        finally:
+            store._lock_fd = None
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+    return kept
+
+
+def _relabel_runs(store: "ResultsStore") -> int:
+    """Format 2 -> 3: relabel every finished (and failed) run, its tier reports and sweep.toml."""
+    from rf2.config import RunConfig
+    from rf2.sweep import SweepSpec, run_id
+    from rf2.upgrade import (
+        OLD_DATASET_DEFAULTS, OLD_SYSTEM_PRESET, RF2_MOVIELENS, relabel_config, relabel_mapping, relabel_optimization,
+    )
+
+    kept = 0
+    for rid, csv in sorted(store.finished().items()):
+        rec = store.runs / f"{rid}.json"
+        info = json.loads(rec.read_text())
+        cfg = RunConfig.from_dict(relabel_config(info["config"]))
+        new = run_id(cfg)
+        rows = pd.read_csv(csv)
+        for k, v in cfg.to_dict().items():
+            rows[k] = v if not isinstance(v, dict) else str(v)
+        rows["run_id"] = new
+        data = rows.to_csv(index=False).encode()
+        atomic_write(store.runs / f"{new}.csv", data)
+        info.update({"format": FORMAT, "id": new, "config": cfg.to_dict(), "csv_sha256": _sha256(data),
+                     "n_rows": len(rows), "relabelled_from": rid})
+        if cfg.optimization.lower().startswith("overselect"):
+            info["relabel_approximate"] = "rf2 0.1 drew K + ceil(K r) candidates; the relabelled spec draws floor(K (1 + r))"
+        old_scores = store.runs / f"{rid}.scores.npz"
+        if old_scores.exists() and new != rid:
+            os.replace(old_scores, store.runs / f"{new}.scores.npz")
+        atomic_write(store.runs / f"{new}.json", json.dumps(info, indent=2))
+        if new != rid:
+            for f in (rec, csv):
+                f.unlink(missing_ok=True)
+        kept += 1
+    for fail in sorted(store.runs.glob("*.failed.json")):
+        info = json.loads(fail.read_text())
+        try:
+            cfg = RunConfig.from_dict(relabel_config(info["config"]))
+        except (KeyError, ValueError):
+            continue
+        info["config"] = cfg.to_dict()
+        atomic_write(store.runs / f"{run_id(cfg)}.failed.json", json.dumps(info, indent=2))
+        if fail.name != f"{run_id(cfg)}.failed.json":
+            fail.unlink()
+    tiers = store.path / "tiers"
+    if tiers.is_dir():
+        for f in sorted(tiers.glob("*.csv")):
+            t = pd.read_csv(f)
+            if "mapping" in t:
+                t["mapping"] = t["mapping"].map(lambda m: relabel_mapping(m) if isinstance(m, str) else m)
+            name = f.name
+            if name.startswith("random__seed"):
+                name = "random-shuffle" + name[len("random"):]
+            atomic_write(tiers / name, t.to_csv(index=False))
+            if name != f.name:
+                f.unlink()
+    spec_path = store.path / "sweep.toml"
+    if spec_path.exists():
+        try:
+            spec = SweepSpec.from_toml(spec_path)
+        except ValueError:
+            spec = None
+        if spec is not None:
+            base = dict(spec.base)
+            if base.get("dataset", "ml-100k") in RF2_MOVIELENS:
+                base["dataset_options"] = {**OLD_DATASET_DEFAULTS, **(base.get("dataset_options") or {})}
+            base["system_options"] = {"preset": OLD_SYSTEM_PRESET, **(base.get("system_options") or {})}
+            relabelled = SweepSpec(base=base, mappings=tuple(relabel_mapping(m) for m in spec.mappings),
+                                   optimizations=tuple(relabel_optimization(o) for o in spec.optimization_list if o != "none"),
+                                   seeds=spec.seeds, noise_floor=False)
+            atomic_write(spec_path, relabelled.to_toml())
     return kept

@@ -141,6 +141,7 @@ class SweepSummary:
     seconds: float
     out: Path
     executor: str = "inprocess"
+    tables_seconds: float = 0.0  # combined tables and bootstrap intervals
 
 
 class Sweep:
@@ -224,6 +225,8 @@ class Sweep:
                 finally:
                     bar.close()
                     executor.close()
+            tt = time.perf_counter()
             self.store.write_tables()
+            tables_s = time.perf_counter() - tt
         return SweepSummary(len(configs), len(configs) - len(todo), done, failed, time.perf_counter() - t0, self.out,
-                            self.executor_name)
+                            self.executor_name, tables_s)

@@ -201,3 +201,42 @@ def test_runs_from_before_a_new_setting_still_pair_with_their_baselines(tmp_path
     rec.write_text(json.dumps(info))
     table = mdac_table(load_results(tmp_path))
     assert len(table) == 1 and np.isfinite(table["mdac"]).all()
+
+
+def test_format2_runs_are_relabelled_with_the_old_defaults_and_never_mix_with_new_ones(tmp_path):
+    """Format 3 changed defaults (rf2.upgrade): an old run of `random` / `quant:1:2:8` on ml-100k-like
+    data is relabelled `random:shuffle` / `quant:1:2:8:scope=update` with the old split and
+    history spelled out, renamed to its new id, and a new sweep reruns it under the new defaults."""
+    from rf2.upgrade import relabel_config, relabel_optimization
+
+    assert relabel_optimization("quant:1:2:8") == "quant:1:2:8:scope=update"
+    assert relabel_optimization("quants:bits:3:6:32") == "quants:bits:3:6:32:scope=update:sign=budget"
+    assert relabel_optimization("quant:1:2:8:scope=tensor") == "quant:1:2:8:scope=tensor"  # explicit: kept
+    assert relabel_optimization("overselect:0.2") == "overselect:0.2:drop=time"
+    assert relabel_optimization("channel:1:2:4") == "channel:1:2:4"
+    old = relabel_config({"dataset": "ml-100k", "dataset_options": {"history_maxlen": 20}, "mapping": "random",
+                          "optimization": "none", "system_options": {}})
+    assert old["dataset_options"] == {"history_maxlen": 20, "test_fraction": 0.2}
+    assert old["mapping"] == "random:shuffle" and old["system_options"] == {"preset": "rf2-0.1"}
+    from rf2.upgrade import relabel_mapping
+
+    assert relabel_mapping("dirichlet:0.05") == "dirichlet:0.05:draw=bernoulli:null=last"
+    assert relabel_mapping("hetero-high:unbalanced") == "hetero-high:unbalanced:draw=bernoulli:null=last"
+    assert relabel_mapping("activity:5:3:2") == "activity:5:3:2"
+
+    s = spec(mappings=("random",), optimizations=("quant:1:2:8",))
+    Sweep(s, tmp_path, progress=False, executor="inprocess").run()
+    before = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    (tmp_path / MARKER).write_text(json.dumps({"format": 2}))
+    with pytest.raises(ResultsFormatError, match="upgrade-results"):
+        load_results(tmp_path)
+    assert upgrade_results(tmp_path) == 2
+    rows = load_results(tmp_path)
+    assert set(rows["mapping"]) == {"random:shuffle"}
+    assert set(rows["optimization"]) == {"none", "quant:1:2:8:scope=update"}
+    after = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert not set(before) & set(after)  # renamed to the relabelled runs' ids
+    assert all(ResultsStore(tmp_path).scores(p[:-5]) is not None for p in after)  # scores follow their run
+    assert len(Sweep(s, tmp_path, progress=False, executor="inprocess").pending()) == 2  # new defaults: rerun
+    assert "random:shuffle" in (tmp_path / "sweep.toml").read_text()
+    assert len(pd.read_csv(tmp_path / "mdac.csv")) == 1

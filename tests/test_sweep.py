@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,8 @@ from rf2.evaluation import OVERALL, TierMetrics, mdac
 from rf2.results import load_failures, load_results, mdac_table
 from rf2.sweep import Sweep, SweepSpec, run_id
 
-BASE = {"dataset": "synthetic", "dataset_options": {"n_users": 150, "n_items": 60, "events_per_user": 12, "seed": 4},
+BASE = {"dataset": "synthetic", "dataset_options": {"n_users": 150, "n_items": 60, "events_per_user": 12, "seed": 4,
+                                                   "click_rate": 0.35},
         "clients_per_round": 30}
 
 
@@ -149,13 +151,18 @@ def test_run_ids_are_stable_and_distinct():
 
 def test_cli_sweep_and_plot(tmp_path, capsys):
     cfg = tmp_path / "sweep.toml"
-    cfg.write_text(spec().to_toml())
+    cfg.write_text(spec(noise_floor=True).to_toml())
     out = tmp_path / "res"
     assert main(["sweep", "--config", str(cfg), "--out", str(out), "--quiet", "--plot"]) == 0
     text = capsys.readouterr().out
-    assert "MDAC (%)" in text and "exclude-lo" in text
+    assert "MDAC of AUC (%)" in text and "exclude-lo" in text and "noise floor" in text
+    assert re.search(r"exclude-lo\s+\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]", text)  # MDAC [lo, hi]
     for name in ("mdac_auc.png", "tier_change_auc.png", "tier_items.png"):
         assert (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+    summary = pd.read_csv(out / "mdac_summary.csv")
+    assert {"mdac_lo", "mdac_hi", "floor", "verdict"} <= set(summary.columns) and len(summary) == 4
+    assert (summary["mdac_lo"] <= summary["mdac_hi"]).all() and (summary["mdac_lo"] >= 0).all()
     assert main(["sweep", "--config", str(cfg), "--out", str(out), "--quiet", "--seeds", "0", "1"]) == 0
-    assert "= 12 runs; 6 already finished" in capsys.readouterr().out  # seed 0 reused, seed 1 added
-    assert len(list((out / "runs").glob("*.csv"))) == 12
+    assert "= 16 runs; 8 already finished" in capsys.readouterr().out  # seed 0 reused, seed 1 added
+    assert len(list((out / "runs").glob("*.csv"))) == 16
+    assert len(list((out / "runs").glob("*.scores.npz"))) == 16

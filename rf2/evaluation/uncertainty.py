@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 
 from .metrics import OVERALL
@@ -279,6 +281,12 @@ def cell_estimate(pairs: list[tuple[EvalScores, EvalScores]], metric: str = "auc
         chosen = rc_reps[pick, col]  # [B, S, T+1]
     else:
         chosen = np.transpose(rc_reps, (1, 0, 2))
+    with warnings.catch_warnings():  # a tier without positives or negatives has no AUC: nan, said by the caller
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _summarise(pairs, rc_point, rc_reps, chosen, level, S, resample_seeds)
+
+
+def _summarise(pairs, rc_point, rc_reps, chosen, level, S, resample_seeds) -> CellEstimate:
     mean_rc = np.nanmean(chosen, axis=1) if S > 1 else chosen[:, 0]
     a = (1 - level) / 2 * 100
     q = lambda x, axis=0: (np.nanpercentile(x, a, axis=axis), np.nanpercentile(x, 100 - a, axis=axis))  # noqa: E731
