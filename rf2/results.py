@@ -153,16 +153,17 @@ def mdac_tables(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: in
     cells = []
     per_run["mdac_lo"] = per_run["mdac_hi"] = np.nan
     for (_, g) in per_run.groupby(cell_keys + ["optimization", "kind"], sort=False, dropna=False):
-        pairs, idx = [], []
+        pairs, idx, draw_keys = [], [], []
         for i, r in g.iterrows():
             o, b = load(r["run_id"]), load(r["run_id_base"])
             if o is not None and b is not None:
                 pairs.append((o, b))
                 idx.append(i)
+                draw_keys.append(str(r["run_id_base"]))  # every run against this baseline: the same user draws
         est = None
         if pairs:
             try:
-                est = cell_estimate(pairs, metric, n_boot, level, boot_seed)
+                est = cell_estimate(pairs, metric, n_boot, level, boot_seed, keys=draw_keys)
             except ValueError:
                 est = None
         if est is not None:
@@ -227,12 +228,13 @@ def noise_floor_table(rows: pd.DataFrame, metric: str = "auc", scores=None, n_bo
     per = _with_changes(floor_only, keys, tier_order, metric)
     out = []
     for _, g in per.groupby(cell_keys, sort=False, dropna=False):
-        pairs = [(load(r["run_id"]), load(r["run_id_base"])) for _, r in g.iterrows()]
-        pairs = [p for p in pairs if p[0] is not None and p[1] is not None]
+        found = [((load(r["run_id"]), load(r["run_id_base"])), str(r["run_id_base"])) for _, r in g.iterrows()]
+        found = [(p, k) for p, k in found if p[0] is not None and p[1] is not None]
+        pairs, draw_keys = [p for p, _ in found], [k for _, k in found]
         row = {k: g.iloc[0][k] for k in cell_keys}
         row["n_seeds"] = int(g["seed"].nunique())
         if len(pairs) == len(g):
-            est = cell_estimate(pairs, metric, n_boot, level, boot_seed)
+            est = cell_estimate(pairs, metric, n_boot, level, boot_seed, keys=draw_keys)
             row.update(mdac=est.mdac, mdac_lo=est.mdac_lo, mdac_hi=est.mdac_hi, mean_mdac=est.mean_mdac,
                        mean_mdac_lo=est.mean_mdac_lo, mean_mdac_hi=est.mean_mdac_hi)
         else:
