@@ -237,8 +237,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("models:")
     for name in sorted(MODELS):
         print(f"  {name:12s} options: {json.dumps(model_options(name), default=str)}")
-    print("tier mappings:\n  random | dirichlet:ALPHA[:unbalanced] | " + " | ".join(f"{k} (={v:g})" for k, v in PAPER_LEVELS.items())
-          + " | activity[:R_LOW:...:R_HIGH] (by training events, lightest lowest)")
+    print("tier mappings:\n"
+          "  random                    users sorted by training events, dealt round-robin (the RF² authors')\n"
+          "  random:shuffle            equal-size random groups (rf2 0.1)\n"
+          "  dirichlet:ALPHA[:OPTS]    Algorithm 1; OPTS in any order: unbalanced, draw=split|bernoulli,\n"
+          "                            tie=low|high|random, null=sorted|last\n"
+          "  " + " | ".join(f"{k} (={v:g})" for k, v in PAPER_LEVELS.items()) + "  (the paper's names, same OPTS)\n"
+          "  activity[:R_LOW:...:R_HIGH]  by training events, lightest lowest (HeteFedRec's grouping)")
     print("optimizations:")
     for name in sorted(USAGE):
         print(f"  {USAGE[name]}")
