@@ -3,6 +3,7 @@
 ``rf2 run``        train one configuration, print the per-tier table
 ``rf2 sweep``      mappings x optimisations x seeds into a results directory (resumable)
 ``rf2 plot``       the paper's figures (MDAC, per-tier change, tier items) from a results directory
+``rf2 report``     one self-contained HTML page (tables, figures, failed and missing runs) for a results directory
 ``rf2 tiers``      tier heterogeneity report (and Figure-4-style plot) for one or more mappings
 ``rf2 download``   fetch a dataset from its official source into the cache (sha256-checked)
 ``rf2 list``       datasets, models, tier mappings, optimisations
@@ -160,6 +161,13 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from rf2.report import write_report
+
+    print(f"report written to {write_report(args.results, args.out, args.metric)}")
+    return 0
+
+
 def cmd_tiers(args: argparse.Namespace) -> int:
     from tier_mapping import PAPER_MAPPINGS, map_tiers
     from tier_mapping.report import report_for
@@ -286,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--metric", default="auc")
     pl.set_defaults(func=cmd_plot)
 
+    rp = sub.add_parser("report", help="one self-contained HTML page for a results directory (to attach to a message)")
+    rp.add_argument("results", help="results directory written by `rf2 sweep`")
+    rp.add_argument("--out", metavar="FILE", help="where to write the page (default: RESULTS/report.html)")
+    rp.add_argument("--metric", default="auc", help="the metric of the figures (the tables show every metric)")
+    rp.set_defaults(func=cmd_report)
+
     t = sub.add_parser("tiers", help="how heterogeneous are the tiers of a mapping")
     t.add_argument("--dataset", default="ml-100k")
     t.add_argument("--dataset-options", nargs="+", metavar="KEY=VALUE")
@@ -310,20 +324,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that it stops like Ctrl-C (clean-ups run)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _interrupted_message(args: argparse.Namespace, exc: KeyboardInterrupt) -> str:
+    how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    if args.command == "sweep":
+        try:
+            from rf2.store import ResultsStore
+
+            n = f"{len(ResultsStore(args.out).finished())} finished run(s)"
+        except Exception:  # noqa: BLE001 -- the message must not fail
+            n = "finished runs"
+        return f"rf2 sweep: {how}; {n} kept in {args.out}; run the same command again to continue"
+    if args.command == "run":
+        return f"rf2 run: {how}; nothing was written" + (f" to {args.out}" if getattr(args, "out", None) else "")
+    return f"rf2 {args.command}: {how}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except (CLIError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"rf2 {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted (finished runs of a sweep are kept; run it again to continue)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(_interrupted_message(args, exc), file=sys.stderr)
+        return 128 + (signal.SIGTERM if isinstance(exc, Terminated) else signal.SIGINT)
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":

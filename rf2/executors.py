@@ -111,13 +111,46 @@ class InProcessExecutor:
         pass
 
 
-def _init_worker(threads: int) -> None:
+def die_with_parent(parent_pid: int, poll_s: float = 1.0) -> None:
+    """Make this worker exit when ``parent_pid`` (its driver) dies, however it dies.
+
+    On Linux the kernel sends SIGKILL on the parent's death (``prctl(PR_SET_PDEATHSIG)``);
+    everywhere a daemon thread also polls ``os.getppid()`` (re-parenting means the driver is gone),
+    which covers other systems and a driver that died before the ``prctl``."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="rf2-die-with-parent", daemon=True).start()
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     set_thread_budget(threads)
 
 
 class LocalProcessExecutor:
     """Runs in ``workers`` spawned processes (fresh interpreters: no inherited locks, file
-    descriptors or torch thread pools). Each worker keeps its datasets cached between runs."""
+    descriptors or torch thread pools). Each worker keeps its datasets cached between runs and dies
+    with the driver (:func:`die_with_parent`), so a killed sweep leaves no orphan; closing the
+    executor before its runs are done (an interrupt) terminates the workers instead of waiting."""
 
     name = "local"
 
@@ -135,7 +168,8 @@ class LocalProcessExecutor:
             return
         n = min(self.workers, len(configs))
         self._pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                         initargs=(self.threads,))
+                                         initargs=(self.threads, os.getpid()))
+        completed = False
         try:
             pending = {self._pool.submit(execute_run, c, self.threads): c for c in configs}
             while pending:
@@ -147,13 +181,28 @@ class LocalProcessExecutor:
                     except Exception as exc:  # the worker process died (e.g. out of memory, killed)
                         yield RunOutcome(cfg, False, error=f"worker process failed: {type(exc).__name__}: {exc}",
                                          traceback=traceback.format_exc())
+            completed = True
         finally:
-            self.close()
+            self.close(graceful=completed)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, graceful: bool = False) -> None:
+        """Shut the workers down: wait for them when every run is done (``graceful``), else (an
+        interrupt or an error in the driver) cancel what is queued and terminate the workers."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        if graceful:
+            pool.shutdown(wait=True, cancel_futures=True)
+            return
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
 
 
 class RayExecutor:

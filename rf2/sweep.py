@@ -210,6 +210,7 @@ class Sweep:
                 self.executor_start_seconds = getattr(executor, "start_seconds", 0.0)
                 bar = tqdm(total=len(todo), desc=f"sweep ({executor.name})", unit="run", disable=not self.progress,
                            dynamic_ncols=True)
+                interrupted = True
                 try:
                     for outcome in executor.map([c.to_dict() for c in todo], progress=False):
                         cfg = RunConfig.from_dict(outcome.config)
@@ -222,9 +223,15 @@ class Sweep:
                             failed.append((rid, outcome.error))
                         bar.set_postfix_str(f"{cfg.mapping} | {cfg.optimization} | seed {cfg.seed}", refresh=False)
                         bar.update(1)
+                    interrupted = False
                 finally:
                     bar.close()
                     executor.close()
+                    if interrupted and done:  # Ctrl-C, SIGTERM or an error: the tables of what finished
+                        try:
+                            self.store.write_tables()
+                        except Exception:  # noqa: BLE001 -- the interrupt's own error is the one to report
+                            pass
             tt = time.perf_counter()
             self.store.write_tables()
             tables_s = time.perf_counter() - tt
