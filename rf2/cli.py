@@ -70,6 +70,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     base: dict = {}
     if getattr(args, "config", None):
         data = load_toml(args.config)
+        option_tables = {name for name, typ, _, _ in config_fields() if typ is dict}
+        unknown = sorted(k for k, v in data.items() if isinstance(v, dict) and k not in {"run", "sweep", *option_tables})
+        if unknown:
+            raise CLIError(f"{args.config}: unknown table(s) {['[' + k + ']' for k in unknown]}; a run file has "
+                           f"[run] (or top-level settings), the option tables {sorted(option_tables)}, and [sweep] "
+                           "(ignored by `rf2 run`)")
         base = dict(data["run"]) if isinstance(data.get("run"), dict) else {k: v for k, v in data.items() if not isinstance(v, dict) or k.endswith("_options")}
     return RunConfig.from_dict(settings_from_args(args, base))
 
