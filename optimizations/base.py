@@ -79,6 +79,11 @@ class Optimization:
     def __init__(self, spec: str | None = None):
         self.spec = spec or self.name
 
+    def describe(self, tier_names: Sequence[str] = ("low", "mid", "high")) -> str:
+        """What the spec means in words, for figure legends and reports (``quant:1:2:8`` ->
+        ``"low/mid/high: 4/8/32 bits"``); ``tier_names`` low to high."""
+        return "plain FedAvg (the baseline)" if self.name == "none" else self.spec
+
     def validate(self, tier_names: Sequence[str]) -> None:
         """Called once before training: raise ``ValueError`` if the run's tiers do not fit."""
         return None

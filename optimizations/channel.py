@@ -40,6 +40,11 @@ class Channel(PerTier):
         super().__init__(spec, widths)
         self._cache: dict = {}
 
+    unit = "% of the hidden units"
+
+    def format_value(self, v) -> str:
+        return f"{100 * v:.4g}"
+
     def _layers(self, model):
         layers = model.hidden_layers()
         if not layers:

@@ -206,6 +206,16 @@ class PerTier(Optimization):
         super().__init__(spec)
         self.per_tier = tuple(per_tier)
 
+    #: how one per-tier value is written in :meth:`describe`, and the unit after the values
+    unit = ""
+
+    def format_value(self, v) -> str:
+        return f"{v:g}"
+
+    def describe(self, tier_names=("low", "mid", "high")) -> str:
+        names = list(tier_names) if len(tier_names) == len(self.per_tier) else [f"tier {i}" for i in range(len(self.per_tier))]
+        return f"{'/'.join(names)}: {'/'.join(self.format_value(v) for v in self.per_tier)}{self.unit}"
+
     def validate(self, tier_names) -> None:
         if len(self.per_tier) != len(tier_names):
             raise ValueError(
@@ -239,6 +249,10 @@ class Prune(PerTier):
                 raise ValueError(f"optimization {spec!r}: pruning fractions must be in [0, 1), got {f}; {PRUNE_USAGE}")
         super().__init__(spec, fractions)
         self.rescale = rescale
+        self.unit = "% of the update pruned" + (", rest rescaled" if rescale else "")
+
+    def format_value(self, v) -> str:
+        return f"{100 * v:.4g}"
 
     def encode(self, updates: ClientUpdates) -> ClientUpdates:
         f = torch.tensor(self.setting(updates.contexts), dtype=torch.float32)
@@ -313,6 +327,9 @@ class Quant(PerTier):
         self.scope = scope  # "tensor": one range per tensor (authors' simulator); "update": one for the whole update
         #: QuantS only: "separate" sign bit + n magnitude bits, or "budget": sign inside the n bits
         self.sign = sign if self.signed else None
+        unit = {None: " bits", "separate": " magnitude bits + sign", "budget": " bits incl. sign"}[self.sign]
+        self.unit = unit + (" (one range per update)" if scope == "update" else "") + (
+            f" ({noise} noise)" if noise != "auto" else "")
 
     def encode(self, updates: ClientUpdates) -> ClientUpdates:
         bits = torch.tensor(self.setting(updates.contexts), dtype=torch.float64)

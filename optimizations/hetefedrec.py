@@ -180,6 +180,11 @@ class HeteFedRec(Optimization):
         self.seed = 0
         self.last_kd: tuple[float, float] | None = None  # (before, after) of the last distillation
 
+    def describe(self, tier_names=("low", "mid", "high")) -> str:
+        by = "device tier" if self.group_by == "tier" else "interaction count"
+        return f"item-embedding sizes {'/'.join(str(s) for s in self.sizes)} by {by}" + (
+            "" if self.collaborative else ", each client alone")
+
     # -- setup -----------------------------------------------------------------------------------
     def validate(self, tier_names) -> None:
         if self.group_by == "tier" and len(self.sizes) > 1 and len(self.sizes) != len(tier_names):

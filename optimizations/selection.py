@@ -33,6 +33,9 @@ from .base import ClientContext, Optimization
 class ExcludeLo(Optimization):
     name = "exclude-lo"
 
+    def describe(self, tier_names=("low", "mid", "high")) -> str:
+        return f"{tier_names[0]} tier never trains"
+
     def eligible(self, tiers: np.ndarray) -> np.ndarray:
         return np.asarray(tiers) != 0
 
@@ -55,6 +58,10 @@ class Overselect(Optimization):
         self.fraction = fraction
         self.drop = drop
         self._exact = Fraction(repr(float(fraction)))  # the decimal the spec wrote: floor(k * 0.29) exact
+
+    def describe(self, tier_names=("low", "mid", "high")) -> str:
+        dropped = f"{tier_names[0]} tier first" if self.drop == "tier" else "slowest first"
+        return f"select ⌊{1 + self.fraction:g}K⌋, drop ⌊{self.fraction:g}K⌋ ({dropped})"
 
     def extra(self, k: int) -> int:
         """``⌊k·f⌋``: how many more candidates than ``k`` are drawn, and how many are dropped."""

@@ -14,3 +14,6 @@ from .base import Optimization
 class Standalone(Optimization):
     name = "standalone"
     collaborative = False
+
+    def describe(self, tier_names=("low", "mid", "high")) -> str:
+        return "no collaboration: each client trains its own model"
