@@ -40,6 +40,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,7 @@ import pandas as pd
 
 FORMAT = 3
 MARKER = "rf2-results.json"
+TMP_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random>.tmp
 
 
 class ResultsFormatError(ValueError):
@@ -58,14 +60,33 @@ class SweepLockedError(RuntimeError):
     """Another sweep is writing to the same results directory."""
 
 
+#: entries of a results directory that must be real files or folders, never symlinks (a planted
+#: link would make the sweep write through it, e.g. truncate the link's target)
+ENTRIES = (MARKER, ".lock", "sweep.toml", "runs", "tiers", "plots", "results.csv", "mdac.csv", "mdac_summary.csv")
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, then rename it into
+    place. The temporary name is unpredictable and created exclusively (``mkstemp``: ``O_EXCL``,
+    so never through a planted link); the rename replaces a symlink at ``path`` rather than
+    writing through it."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data.encode() if isinstance(data, str) else data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o666 & ~_UMASK)
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -86,10 +107,30 @@ def _version() -> str:
     return __version__
 
 
+def check_entries(path: Path) -> None:
+    """Refuse a results directory whose own entries (:data:`ENTRIES`) are symlinks."""
+    links = [name for name in ENTRIES if (Path(path) / name).is_symlink()]
+    if links:
+        raise ResultsFormatError(f"{path}: {', '.join(links)} {'is a symlink' if len(links) == 1 else 'are symlinks'}; "
+                                 "rf2 does not write through links in a results directory: remove them (or sweep "
+                                 "into a new directory)")
+
+
+def _open_lock(path: Path) -> int:
+    try:
+        return os.open(path / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if (path / ".lock").is_symlink():
+            raise ResultsFormatError(f"{path}: .lock is a symlink; rf2 does not write through links in a results "
+                                     "directory: remove it") from None
+        raise
+
+
 def check_format(path: Path) -> None:
     """Raise :class:`ResultsFormatError` unless ``path`` is an empty/new directory or one in the
     current format."""
     path = Path(path)
+    check_entries(path)
     marker = path / MARKER
     if marker.exists():
         try:
@@ -122,7 +163,7 @@ class ResultsStore:
     def lock(self):
         self.path.mkdir(parents=True, exist_ok=True)
         check_format(self.path)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -181,6 +222,8 @@ class ResultsStore:
                 continue
             rid = rec.name[: -len(".json")]
             csv = self.runs / f"{rid}.csv"
+            if rec.is_symlink() or csv.is_symlink():  # not written by rf2: never vouched for
+                continue
             try:
                 want = json.loads(rec.read_text()).get("csv_sha256")
                 ok = want is not None and csv.exists() and _sha256(csv.read_bytes()) == want
@@ -274,7 +317,8 @@ def upgrade_results(path: str | Path) -> int:
             check_format(path)
     elif not store.runs.is_dir():
         raise ResultsFormatError(f"{path} is not a results directory (no runs/ folder)")
-    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    check_entries(path)
+    fd = _open_lock(path)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
