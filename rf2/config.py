@@ -19,6 +19,10 @@ def _f(default, help: str, **kw):
 
 
 ENGINES = ("batched", "reference")
+#: upper bounds that keep a typo (``epochs = 1000000000``) from running for ever: far above any
+#: published protocol (RF²: 1 epoch, 1 step; HeteFedRec: 20 epochs)
+MAX_EPOCHS = 10_000
+MAX_LOCAL_STEPS = 10_000
 
 
 def _finite_positive(v) -> bool:
@@ -41,9 +45,9 @@ class RunConfig:
     replicate: int = _f(0, "training replicate: k >= 1 retrains with other model-init/selection/client seeds but the "
                            "same tiers (the noise-floor runs of rf2.evaluation.uncertainty); 0 = the run itself")
     clients_per_round: int = _f(32, "K: clients selected per round (without repetition within an epoch)")
-    epochs: int = _f(1, "passes over all clients (RF²: 1, every client selected exactly once)")
+    epochs: int = _f(1, f"passes over all clients (RF²: 1, every client selected exactly once; at most {MAX_EPOCHS})")
     max_rounds: int = _f(0, "stop after this many rounds (0: no limit); for quick looks")
-    local_steps: int = _f(1, "full-batch SGD steps each client takes per round (RF²: 1)")
+    local_steps: int = _f(1, f"full-batch SGD steps each client takes per round (RF²: 1; at most {MAX_LOCAL_STEPS})")
     client_lr: float = _f(1.0, "client learning rate (RF² §5.1: SGD 1.0; HeteFedRec §V-D: Adam 0.001)")
     client_optimizer: str = _f("sgd", "client optimiser for the local steps: sgd | adam (fresh state every round)")
     server_optimizer: str = _f("adagrad", "server optimiser applied to the averaged update: adagrad | sgd")
@@ -66,6 +70,9 @@ class RunConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"config: {name} must be an integer >= 1, got {v!r}")
+        for name, bound in (("epochs", MAX_EPOCHS), ("local_steps", MAX_LOCAL_STEPS)):
+            if getattr(self, name) > bound:
+                raise ValueError(f"config: {name} must be an integer in [1, {bound}], got {getattr(self, name)}")
         from tier_mapping import MAX_TIERS
 
         if not 2 <= self.n_tiers <= MAX_TIERS:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import resource
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -77,6 +78,52 @@ class RunResult:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Schedule(Sequence):
+    """The rounds of a run, ``(epoch, clients)``, built lazily: an epoch's rounds are drawn when
+    first read, and the length is arithmetic (``epochs`` x rounds per epoch, capped at
+    ``max_rounds``), so a large ``epochs`` with a small ``max_rounds`` costs nothing."""
+
+    def __init__(self, selector: NoRepeatSelector, epochs: int, max_rounds: int = 0):
+        self.selector, self.epochs = selector, epochs
+        self.per_epoch = selector.rounds_per_epoch()
+        total = epochs * self.per_epoch
+        self.n = min(total, max_rounds) if max_rounds else total
+        self._cached: tuple[int, list[np.ndarray]] | None = None
+
+    def _epoch(self, e: int) -> list[np.ndarray]:
+        if self._cached is None or self._cached[0] != e:
+            self._cached = (e, self.selector.epoch(e))
+        return self._cached[1]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(f"round {i} is outside the schedule's {self.n} rounds")
+        e = i // self.per_epoch
+        return e, self._epoch(e)[i % self.per_epoch]
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        return (self[i] for i in range(self.n))
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel can give without swapping (``MemAvailable``), or ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class Simulation:
@@ -142,7 +189,8 @@ class Simulation:
             )
         return clients
 
-    def schedule(self) -> list[tuple[int, np.ndarray]]:
+    def schedule(self) -> "Schedule":
+        """The run's rounds, ``(epoch, chosen clients)`` each (checked now, built as they are read)."""
         cfg = self.config
         pool = self.training_clients()
         size = self.optimization.selection_size(cfg.clients_per_round)
@@ -151,9 +199,26 @@ class Simulation:
             raise ValueError(f"clients_per_round={cfg.clients_per_round} with optimization {self.optimization.spec!r} needs "
                              f"{size} candidates per round, but only {pool.size} clients can train (with training data and "
                              f"eligible under {self.optimization.spec!r}); choose clients_per_round between 1 and {k_max}")
-        selector = NoRepeatSelector(pool, size, self.train_seed)
-        plan = [(e, chosen) for e in range(cfg.epochs) for chosen in selector.epoch(e)]
-        return plan[: cfg.max_rounds] if cfg.max_rounds else plan
+        return Schedule(NoRepeatSelector(pool, size, self.train_seed), cfg.epochs, cfg.max_rounds)
+
+    def memory_estimate_bytes(self) -> int:
+        """A lower bound of what a round needs (predictable before training): the global model
+        and its server state, and per selected client a copy of every dense (non-embedding)
+        parameter for its gradient, its update and the uploaded (encoded/decoded) update."""
+        tables = set(self.model.embedding_tables())
+        total = sum(p.numel() for p in self.params.values())
+        dense = sum(p.numel() for k, p in self.params.items() if k not in tables)
+        k = self.optimization.selection_size(self.config.clients_per_round)
+        return 4 * (3 * total + 3 * k * dense)
+
+    def check_memory(self) -> None:
+        """Refuse, before training, a run whose rounds cannot fit in the memory available now."""
+        need, have = self.memory_estimate_bytes(), available_memory_bytes()
+        if have is not None and need > have:
+            raise ValueError(f"this run needs at least {need / 1e6:,.0f} MB per round (model {self.config.model!r}, "
+                             f"clients_per_round={self.config.clients_per_round}: one copy of the dense parameters "
+                             f"per client), but only {have / 1e6:,.0f} MB are available; lower clients_per_round or "
+                             "the model's size")
 
     def train_round(self, round_: int, epoch: int, chosen: np.ndarray) -> dict:
         cfg, ds, opt = self.config, self.dataset, self.optimization
@@ -216,6 +281,7 @@ class Simulation:
             return run_standalone(self)
         t0 = time.perf_counter()
         plan = self.schedule()
+        self.check_memory()
         log = []
         bar = tqdm(plan, desc=f"{self.config.optimization} | {self.tiers.spec}", unit="round",
                    disable=not self.progress, leave=False, dynamic_ncols=True)

@@ -73,7 +73,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
                          "are no server rounds to stop after; set max_rounds = 0 (use fewer epochs or a smaller dataset "
                          "for a quick look)")
     plan = sim.schedule()
-    groups = [chosen for e, chosen in plan if e == 0]
+    groups = [chosen for _, chosen in plan[: plan.per_epoch]]  # epoch 0; later epochs reuse its groups
     n_rounds = len(groups)
     tables = table_index_columns(model)
     test = ds.test_index
