@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tomllib
 from pathlib import Path
@@ -85,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rf2.simulation import Simulation
 
     cfg = config_from_args(args)
+    out = check_out_file(args.out) if args.out else None
     sim = Simulation(cfg, progress=not args.quiet)
     print(f"dataset   {sim.dataset.name}: {sim.dataset.summary()} [{sim.dataset.source}]")
     print(f"tiers     {cfg.mapping}: {dict(zip(sim.tiers.names, sim.tiers.sizes().tolist()))}")
@@ -95,10 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(res.table().to_string(float_format=lambda x: f"{x:.4f}"))
     print(f"\ntime: load {res.seconds['load']:.1f}s, train {res.seconds['train']:.1f}s, eval {res.seconds['eval']:.1f}s; "
           f"peak memory {res.peak_rss_mb:.0f} MB")
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        res.rows().to_csv(out, index=False)
+    if out is not None:
+        from rf2.store import atomic_write
+
+        atomic_write(out, res.rows().to_csv(index=False))
         print(f"results written to {out}")
     return 0
 
@@ -353,6 +355,27 @@ def _interrupted_message(args: argparse.Namespace, exc: KeyboardInterrupt) -> st
     return f"rf2 {args.command}: {how}"
 
 
+def _os_error(exc: OSError) -> str:
+    if exc.filename is None:
+        return str(exc)
+    where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else f"{exc.filename}"
+    return f"{where}: {exc.strerror or exc}"
+
+
+def check_out_file(out: str, flag: str = "--out") -> Path:
+    """Fail now, not after training, if ``out`` cannot be written as a file."""
+    path = Path(out)
+    if path.is_dir():
+        raise CLIError(f"{flag} {path} is a directory; give a file name (e.g. {path / 'rows.csv'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"{flag} {path}: cannot create its folder ({_os_error(exc)})") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CLIError(f"{flag} {path}: not writable")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
@@ -366,6 +389,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (CLIError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"rf2 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only or unwritable folder, ...: name the path, no traceback
+        print(f"rf2 {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(_interrupted_message(args, exc), file=sys.stderr)

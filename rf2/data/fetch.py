@@ -190,6 +190,9 @@ def download_archive(
     corrupt download caches nothing.
     """
     target = cache_dir() / name
+    if target.is_symlink():
+        raise DataNotFoundError(f"{name}: the cache entry {target} is a symlink; rf2 does not download through links "
+                                f"in its cache: remove it (or point ${ENV_DATA_DIR} at the data it links to)")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}-download-") as tmp:
         tmp = Path(tmp)
