@@ -56,10 +56,16 @@ def with_config_defaults(rows: pd.DataFrame) -> pd.DataFrame:
 def load_failures(path: str | Path) -> pd.DataFrame:
     import json
 
+    from rf2.store import warn_damaged
+
     rows = []
     for f in sorted((Path(path) / "runs").glob("*.failed.json")):
-        info = json.loads(f.read_text())
-        rows.append({**{k: info["config"].get(k) for k in ("mapping", "optimization", "seed")}, "error": info["error"]})
+        try:
+            info = json.loads(f.read_text(encoding="utf-8"))
+            rows.append({**{k: info["config"].get(k) for k in ("mapping", "optimization", "seed")},
+                         "error": info["error"]})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            warn_damaged(f, f"{type(exc).__name__}: {exc}", "left out of the failures")
     return pd.DataFrame(rows, columns=["mapping", "optimization", "seed", "error"])
 
 

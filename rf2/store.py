@@ -40,6 +40,7 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -105,6 +106,33 @@ def _version() -> str:
     from rf2 import __version__
 
     return __version__
+
+
+_WARNED: set = set()
+
+
+def warn_damaged(path: Path, why: str, treated: str = "treated as not done") -> None:
+    """One warning line per damaged file (per process), naming it; the caller goes on without it."""
+    key = (str(path), why)
+    if key not in _WARNED:
+        _WARNED.add(key)
+        print(f"rf2: warning: {path} is damaged ({why}); {treated}", file=sys.stderr)
+
+
+def remove_stray_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`atomic_write` left behind (never read)."""
+    removed = []
+    for folder in (path, path / "runs", path / "tiers"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for f in folder.glob(f".*{TMP_SUFFIX}"):
+            if f.is_symlink() or f.is_file():
+                try:
+                    f.unlink()
+                    removed.append(f)
+                except OSError:
+                    pass
+    return removed
 
 
 def check_entries(path: Path) -> None:
@@ -176,6 +204,7 @@ class ResultsStore:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
         self._lock_fd = fd
         try:
+            remove_stray_temporaries(self.path)
             self.runs.mkdir(parents=True, exist_ok=True)
             if not (self.path / MARKER).exists():
                 atomic_write(self.path / MARKER, json.dumps({"format": FORMAT, "rf2": _version()}))
@@ -225,9 +254,12 @@ class ResultsStore:
             if rec.is_symlink() or csv.is_symlink():  # not written by rf2: never vouched for
                 continue
             try:
-                want = json.loads(rec.read_text()).get("csv_sha256")
+                want = json.loads(rec.read_text(encoding="utf-8")).get("csv_sha256")
                 ok = want is not None and csv.exists() and _sha256(csv.read_bytes()) == want
-            except (json.JSONDecodeError, AttributeError, OSError):
+            except (ValueError, AttributeError) as exc:  # not UTF-8, not JSON, not an object
+                warn_damaged(rec, f"{type(exc).__name__}: {exc}")
+                ok = False
+            except OSError:
                 ok = False
             if ok:
                 out[rid] = csv
@@ -243,7 +275,7 @@ class ResultsStore:
             if want is None:
                 return None
             data = (self.runs / f"{rid}.scores.npz").read_bytes()
-        except (OSError, json.JSONDecodeError, AttributeError):
+        except (OSError, ValueError, AttributeError):
             return None
         if _sha256(data) != want:
             return None
@@ -268,9 +300,14 @@ class ResultsStore:
         summary_path = d / "summary.csv"
         row = pd.DataFrame([{**rep.summary(), "seed": cfg.seed, "dataset": cfg.dataset}])
         if summary_path.exists():
-            old = pd.read_csv(summary_path)
-            old = old[~((old["mapping"] == cfg.mapping) & (old["seed"] == cfg.seed) & (old["dataset"] == cfg.dataset))]
-            row = pd.concat([old, row], ignore_index=True)
+            try:
+                old = pd.read_csv(summary_path)
+                old = old[~((old["mapping"] == cfg.mapping) & (old["seed"] == cfg.seed) & (old["dataset"] == cfg.dataset))]
+            except (ValueError, KeyError, pd.errors.ParserError) as exc:  # UnicodeDecodeError is a ValueError
+                warn_damaged(summary_path, f"{type(exc).__name__}: {exc}", "rewritten from the tiers reported now")
+                old = None
+            if old is not None:
+                row = pd.concat([old, row], ignore_index=True)
         atomic_write(summary_path, row.to_csv(index=False))
 
     def write_tables(self, n_boot: int = 1000) -> None:
@@ -329,7 +366,11 @@ def upgrade_results(path: str | Path) -> int:
                 rec = csv.with_suffix(".json")
                 if not rec.exists():
                     continue
-                info = json.loads(rec.read_text())
+                try:
+                    info = json.loads(rec.read_text(encoding="utf-8"))
+                except ValueError as exc:
+                    warn_damaged(rec, f"{type(exc).__name__}: {exc}", "its run is left out")
+                    continue
                 data = csv.read_bytes()
                 info.update({"format": 2, "csv_sha256": _sha256(data), "n_rows": len(pd.read_csv(io.BytesIO(data)))})
                 atomic_write(rec, json.dumps(info, indent=2))
@@ -380,7 +421,11 @@ def _relabel_runs(store: "ResultsStore") -> int:
                 f.unlink(missing_ok=True)
         kept += 1
     for fail in sorted(store.runs.glob("*.failed.json")):
-        info = json.loads(fail.read_text())
+        try:
+            info = json.loads(fail.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            warn_damaged(fail, f"{type(exc).__name__}: {exc}", "left as it is")
+            continue
         try:
             cfg = RunConfig.from_dict(relabel_config(info["config"]))
         except (KeyError, ValueError):
