@@ -30,9 +30,13 @@ MISSING_COLOR = "crimson"
 
 
 def _plt():
+    """pyplot, on the file-only Agg backend unless pyplot is already in use (a notebook keeps its own)."""
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
@@ -202,9 +206,10 @@ def plot_mdac(summary: pd.DataFrame, path: str | Path | None = None, mappings=No
     ax.set_ylabel(f"MDAC of {metric.upper()} (pp)")
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or f"MDAC (RF² Eq. 2: largest − smallest tier's relative {metric.upper()} change, in percentage "
-                          f"points) — {setup}\nMDAC of the seed-mean tier changes with its 95% paired-bootstrap "
-                          "interval over users", fontsize=10)
+    ax.set_title(title or f"MDAC of {metric.upper()} per optimisation and tier mapping — {setup}\n"
+                          f"MDAC (RF² Eq. 2) = largest − smallest tier's relative {metric.upper()} change, in percentage "
+                          "points (pp),\nof the seed-mean tier changes, with its 95% paired-bootstrap interval over users",
+                 fontsize=10)
     if handles:
         ax.legend(handles=handles, title="tier mapping", fontsize=8, title_fontsize=8,
                   ncol=min(4, len(handles)), loc="upper right")
@@ -250,7 +255,7 @@ def plot_tier_change(summary: pd.DataFrame, path: str | Path | None = None, mapp
         ax.set_ylabel(f"relative {metric.upper()}\nchange vs none (%)")
         ax.set_title(f"tier mapping {m}", fontsize=9, loc="left")
         ax.legend(fontsize=7, ncol=len(tiers) + 1, loc="lower left")
-    fig.suptitle(f"Each tier's relative {metric.upper()} change vs none (RF² Eq. 1, Figure 8) — {setup}\n"
+    fig.suptitle(f"Each tier's relative {metric.upper()} change vs none (RF² Eq. 1, Figure 8)\n{setup}\n"
                  "seed mean with its 95% paired-bootstrap interval; same y-scale in every panel", fontsize=10)
     return _save(fig, path)
 
@@ -308,9 +313,9 @@ def plot_tradeoff(summary: pd.DataFrame, path: str | Path | None = None, mapping
         ax.set_ylabel(f"MDAC of {metric.upper()} (pp)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2, loc="best")
-    fig.suptitle(f"Accuracy–fairness trade-off: MDAC vs overall {metric.upper()} change per optimisation — {setup}\n"
-                 "seed means with 95% paired-bootstrap intervals; points left of 0 lose accuracy, points high are "
-                 "unfair; same axes in every panel", fontsize=10)
+    fig.suptitle(f"Accuracy–fairness trade-off: MDAC vs overall {metric.upper()} change per optimisation\n{setup}\n"
+                 "seed means with 95% paired-bootstrap intervals; left of 0: accuracy lost; higher: less fair "
+                 "across tiers; same axes in every panel", fontsize=10)
     return _save(fig, path)
 
 

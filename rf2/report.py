@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,19 +36,19 @@ COST_METRICS = {  # result-row metric -> column heading (totals over the run, pe
 }
 
 CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1500px;
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1500px; box-sizing: border-box;
        color: #222; line-height: 1.4; padding: 0 16px; }
 h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; margin-top: 1.8em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.86em; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; vertical-align: top; }
-th { background: #f2f2f2; } td.name, th.name { text-align: left; font-family: ui-monospace, monospace; }
+th { background: #f2f2f2; } td.text { text-align: left; } td.name, th.name { text-align: left; font-family: ui-monospace, monospace; }
 td.above { background: #fde2d4; font-weight: 600; } td.within { color: #555; } td.none { color: #999; }
 tr.floor td { background: #eef2f7; font-style: italic; }
 small.v { display: block; font-size: 0.8em; font-weight: normal; color: #555; }
 pre { background: #f7f7f7; padding: 8px 12px; border: 1px solid #ddd; overflow-x: auto; font-size: 0.86em; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 .note { color: #555; font-size: 0.9em; max-width: 75em; } .bad { color: #a40000; } .ok { color: #1a6b1a; }
-nav a { margin-right: 1em; }
+nav a { margin-right: 1em; } div.wide { overflow-x: auto; }
 """
 
 
@@ -73,13 +74,17 @@ def html_table(frame: pd.DataFrame, name_cols: int = 1, classes: list[list[str]]
     for r, row in enumerate(frame.itertuples(index=False)):
         tds = []
         for i, v in enumerate(row):
-            cls = ["name"] if i < name_cols else []
+            cls = ["name"] if i < name_cols else [] if isinstance(v, _Html) or _numeric(v) else ["text"]
             if classes is not None:
                 cls += [classes[r][i]] if classes[r][i] else []
             tds.append(f'<td class="{" ".join(cls)}">{v if isinstance(v, _Html) else esc(v)}</td>')
         rc = f' class="{esc(row_classes[r])}"' if row_classes and row_classes[r] else ""
         body.append(f"<tr{rc}>{''.join(tds)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _numeric(v) -> bool:
+    return isinstance(v, (int, float, np.number)) or bool(re.fullmatch(r"[-+]?[\d,.]+ ?%?|–|-", str(v).strip()))
 
 
 class _Html(str):
@@ -195,23 +200,24 @@ def cost_section(rows: pd.DataFrame, mappings: list[str] | None, opts: list[str]
 
     def table(frame: pd.DataFrame, keys: list[str]) -> str:
         p = frame.pivot_table(index=keys, columns=["metric", "tier"], values="value", aggfunc="mean")
-        out = []
-        for idx, r in p.iterrows():
-            idx = idx if isinstance(idx, tuple) else (idx,)
-            vals = []
+        p = p.reset_index()
+        rank = {o: i for i, o in enumerate(order)}
+        mrank = {m: i for i, m in enumerate(_order(p["mapping"], mappings or []))} if "mapping" in keys else {}
+        sort_key = [(mrank.get(r[("mapping", "")], 0) if mrank else 0, rank.get(r[("optimization", "")], 0))
+                    for _, r in p.iterrows()]
+        p = p.iloc[sorted(range(len(p)), key=sort_key.__getitem__)]
+        head1 = "".join(f'<th class="name" rowspan="2">{esc(k)}</th>' for k in keys)
+        head1 += "".join(f'<th colspan="{len(tiers)}">{esc(COST_METRICS[m])}</th>' for m in have)
+        head2 = "".join(f"<th>{esc('all' if t == OVERALL else t)}</th>" for _ in have for t in tiers)
+        body = []
+        for _, r in p.iterrows():
+            tds = "".join(f'<td class="name">{esc(r[(k, "")])}</td>' for k in keys)
             for m in have:
-                fmt = "{:,.1f}" if m == "upload_mb" else "{:,.3f}" if m == "compute_h" else "{:,.1f}"
-                vals += [_num(r.get((m, t), np.nan), fmt) for t in tiers]
-            out.append([*idx, *vals])
-        cols = [*keys, *[f"{COST_METRICS[m]} {t}" for m in have for t in tiers]]
-        df = pd.DataFrame(out, columns=cols)
-        df["_o"] = df["optimization"].map({o: i for i, o in enumerate(order)})
-        if "mapping" in keys:
-            df["_m"] = df["mapping"].map({m: i for i, m in enumerate(_order(df["mapping"], mappings or []))})
-            df = df.sort_values(["_m", "_o"])
-        else:
-            df = df.sort_values("_o")
-        return html_table(df.drop(columns=[x for x in ("_o", "_m") if x in df]), name_cols=len(keys))
+                fmt = "{:,.3f}" if m == "compute_h" else "{:,.1f}"
+                tds += "".join(f"<td>{_num(r.get((m, t), np.nan), fmt)}</td>" for t in tiers)
+            body.append(f"<tr>{tds}</tr>")
+        return (f'<div class="wide"><table><thead><tr>{head1}</tr><tr>{head2}</tr></thead>'
+                f"<tbody>{''.join(body)}</tbody></table></div>")
 
     return ('<p class="note">Simulated system cost of each run (rf2.system: per-tier device profiles), totals over the '
             "whole run per tier, mean over seeds and mappings (noise-floor replicates left out). "
@@ -312,7 +318,7 @@ def build_report(results_dir: str | Path, metric: str = "auc", figures: bool = T
     sections = [
         ("settings", "What was run",
          f"<p><strong>{esc(setup)}</strong><br>{esc(status)}</p><pre>{esc(toml)}</pre>"
-         + (html_table(key) if len(key) else "")),
+         + (html_table(key, name_cols=2) if len(key) else "")),
         ("mdac", "MDAC with intervals, verdicts and the noise floor", mdac_section(summary, mappings, opts)),
         ("figures", "Figures", (f'<p class="note">{esc(fig_note)}</p>' if fig_note else "") + figures_section(figs)),
         ("tiers", "Tier diagnostics", tiers_section(results_dir, mappings)),
