@@ -44,7 +44,7 @@ th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; vertical-a
 th { background: #f2f2f2; } td.text { text-align: left; } td.name, th.name { text-align: left; font-family: ui-monospace, monospace; }
 td.above { background: #fde2d4; font-weight: 600; } td.within { color: #555; } td.none { color: #999; }
 tr.floor td { background: #eef2f7; font-style: italic; }
-small.v { display: block; font-size: 0.8em; font-weight: normal; color: #555; }
+small.v { display: block; white-space: nowrap; font-size: 0.8em; font-weight: normal; color: #555; }
 pre { background: #f7f7f7; padding: 8px 12px; border: 1px solid #ddd; overflow-x: auto; font-size: 0.86em; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 .note { color: #555; font-size: 0.9em; max-width: 75em; } .bad { color: #a40000; } .ok { color: #1a6b1a; }
