@@ -92,6 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"tiers     {cfg.mapping}: {dict(zip(sim.tiers.names, sim.tiers.sizes().tolist()))}")
     print(f"training  {cfg.model}, {cfg.optimization}, K={cfg.clients_per_round}, {cfg.epochs} epoch(s), "
           f"{len(sim.schedule())} rounds, engine={cfg.engine}")
+    print(f"per tier  {sim.optimization.describe(sim.tiers.names)}")
     res = sim.run()
     print()
     print(res.table().to_string(float_format=lambda x: f"{x:.4f}"))
@@ -241,7 +242,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from optimizations import USAGE
+    from optimizations import PRESETS, USAGE, parse_optimization
     from tier_mapping import PAPER_LEVELS
 
     from rf2.data import DATASETS, dataset_options
@@ -263,7 +264,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("optimizations:")
     for name in sorted(USAGE):
         print(f"  {USAGE[name]}")
+    print("presets (what each run does per tier; a ratio outside Table 1 maps to round(32 x r / max) bits,\n"
+          "  shown the same way at the start of `rf2 run`):")
+    for preset, specs in PRESETS.items():
+        print(f"  {preset}:")
+        width = max(len(s) for s in specs)
+        for spec in specs:
+            print(f"    {spec:{width}s}  {parse_optimization(spec).describe()}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mapping", nargs="+", help="one or more mappings (default: the paper's six)")
     t.add_argument("--n-tiers", type=int, default=3)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--top", type=int, default=10, help="top-N items in the report and plot")
+    t.add_argument("--top", type=_positive_int, default=10, help="top-N items in the report and plot (>= 1)")
     t.add_argument("--plot", metavar="PNG", help="save the Figure-4-style plot here")
     t.set_defaults(func=cmd_tiers)
 

@@ -130,6 +130,7 @@ class RunConfig:
         if bad:
             raise ValueError(f"config: model_options: model {self.model!r} has no option(s) {bad}; "
                              f"its options: {sorted(model_options(self.model))}")
+        _check_option_types("model_options", self.model_options, model_options(self.model))
         if self.server_optimizer not in SERVER_OPTIMIZERS:
             raise ValueError(f"config: server_optimizer must be one of {sorted(SERVER_OPTIMIZERS)}, got {self.server_optimizer!r}")
         kind, param, _ = parse_mapping(self.mapping)
@@ -170,6 +171,37 @@ class RunConfig:
         return replace(self, **changes)
 
 
+def _kind(v) -> str | None:
+    """The TOML kind an option's default asks for (None: anything goes)."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "number"
+    if isinstance(v, str):
+        return "str"
+    if isinstance(v, (list, tuple)):
+        return "list"
+    return None
+
+
+def _check_option_types(what: str, given: dict, defaults: dict) -> None:
+    """An option whose default is a bool/int/number/string/list takes only that kind of value
+    (an int where a number is asked is fine), so ``embedding_dim = 16.5`` is a ValueError here and
+    not a TypeError deep in a model's constructor."""
+    ok = {"bool": lambda x: isinstance(x, bool),
+          "int": lambda x: isinstance(x, int) and not isinstance(x, bool),
+          "number": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+          "str": lambda x: isinstance(x, str),
+          "list": lambda x: isinstance(x, (list, tuple))}
+    names = {"bool": "true or false", "int": "an integer", "number": "a number", "str": "a string", "list": "a list"}
+    for k, v in given.items():
+        kind = _kind(defaults.get(k))
+        if kind is not None and v is not None and not ok[kind](v):
+            raise ValueError(f"config: {what}: {k} must be {names[kind]} (default {defaults[k]!r}), got {v!r}")
+
+
 def load_toml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -182,6 +214,8 @@ def load_toml(path: str | Path, section: str | None = None) -> dict[str, Any]:
         raise ValueError(f"config file {path} is not UTF-8 text, so not TOML ({exc.reason} at byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise ValueError(f"config file {path} nests arrays or tables too deeply to read") from None
     if section is not None:
         if section not in data or not isinstance(data[section], dict):
             raise ValueError(f"config file {path} has no [{section}] table")

@@ -46,6 +46,7 @@ class RemoteArchive:
     folder: str  # the folder inside the archive that holds the files
     sha256: dict[str, str]  # file name -> sha256 of its content
     homepage: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)  # file name -> size in bytes (extraction stops beyond it)
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def fetch(spec: DataSpec, url: str | None = None, timeout: float = 60.0) -> Path
         raise DataNotFoundError(f"{spec.name} has no official download. {spec.manual_hint}")
     remote = spec.remote
     return download_archive(spec.name, url or remote.url, remote.folder, tuple(remote.sha256), remote.sha256,
-                            timeout=timeout)
+                            timeout=timeout, sizes=remote.sizes)
 
 
 def download_archive(
@@ -181,14 +182,17 @@ def download_archive(
     sha256: dict[str, str],
     md5: str | None = None,
     timeout: float = 60.0,
+    sizes: dict[str, int] | None = None,
 ) -> Path:
     """Download a zip archive into ``<cache>/<name>/``; returns the folder.
 
     The archive is streamed to a temporary file (its md5 compared with ``md5``, the publisher's,
     when given), the ``files`` of its ``folder`` streamed out of it (each checked against its
     pinned ``sha256``, where known), and the folder moved into the cache atomically: a failed or
-    corrupt download caches nothing.
+    corrupt download caches nothing. A file with a pinned size (``sizes``) is refused as soon as
+    the archive declares, or extraction reaches, more bytes than that (a zip bomb stops early).
     """
+    sizes = dict(sizes or {})
     target = cache_dir() / name
     if target.is_symlink():
         raise DataNotFoundError(f"{name}: the cache entry {target} is a symlink; rf2 does not download through links "
@@ -221,9 +225,17 @@ def download_archive(
                 for file in files:
                     member = f"{folder}/{file}"
                     h = hashlib.sha256()
+                    limit = sizes.get(file)
                     try:
-                        with zf.open(member) as src, open(extracted / file, "wb") as dst:
+                        info = zf.getinfo(member)
+                        if limit is not None and info.file_size != limit:
+                            raise _too_big(name, file, url, info.file_size, limit)
+                        n = 0
+                        with zf.open(info) as src, open(extracted / file, "wb") as dst:
                             while block := src.read(1 << 20):
+                                n += len(block)
+                                if limit is not None and n > limit:
+                                    raise _too_big(name, file, url, n, limit)
                                 h.update(block)
                                 dst.write(block)
                     except KeyError:
@@ -240,3 +252,8 @@ def download_archive(
             shutil.rmtree(target)
         os.replace(extracted, target)
     return target
+
+
+def _too_big(name: str, file: str, url: str, size: int, limit: int) -> ChecksumError:
+    return ChecksumError(f"{name}: {file} from {url} has {size:,} bytes or more, the official file {limit:,}; "
+                         "extraction stopped (corrupt, or not the official archive); nothing was cached.")

@@ -66,6 +66,8 @@ ML100K = DataSpec(
             "README": "4883b8cf340ed0059971b33f56ad3adc88a40792108ebca3d24aafc4c82e8b52",
         },
         homepage="https://grouplens.org/datasets/movielens/100k/",
+        sizes={"u.data": 1979173, "u.user": 22628, "u.item": 236344, "u.genre": 202, "u.occupation": 193,
+               "README": 6750},
     ),
     packaged=(
         PackagedCopy(
