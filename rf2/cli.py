@@ -27,7 +27,19 @@ class CLIError(Exception):
     pass
 
 
+#: `rf2 run`'s torch threads: a few, not every core (torch's default), which collapses under load
+DEFAULT_RUN_THREADS = min(4, os.cpu_count() or 1)
+
+
 def _parse_pairs(pairs: list[str], flag: str) -> dict:
+    """``KEY=VALUE`` pairs (values in TOML syntax), or one inline TOML table ``'{k = v, ...}'``."""
+    joined = " ".join(pairs).strip()
+    if joined.startswith("{"):
+        try:
+            return tomllib.loads(f"v = {joined}")["v"]
+        except tomllib.TOMLDecodeError as exc:
+            raise CLIError(f"{flag}: {joined!r} is not an inline TOML table ({exc}); e.g. '{{click_threshold = 4}}' "
+                           "or click_threshold=4") from None
     out = {}
     for pair in pairs:
         if "=" not in pair:
@@ -47,7 +59,8 @@ def add_setting_flags(g, skip: tuple[str, ...] = ()) -> None:
             continue
         flag = "--" + name.replace("_", "-")
         if typ is dict:
-            g.add_argument(flag, nargs="+", metavar="KEY=VALUE", default=None, help=help_)
+            g.add_argument(flag, nargs="+", metavar="KEY=VALUE", default=None,
+                           help=f"{help_}; KEY=VALUE pairs or one quoted inline table")
         else:
             g.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper(), help=f"{help_} (default: {default})")
 
@@ -85,8 +98,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from rf2.simulation import Simulation
 
+    from rf2.executors import set_thread_budget
+
     cfg = config_from_args(args)
     out = check_out_file(args.out) if args.out else None
+    set_thread_budget(args.threads)
     sim = Simulation(cfg, progress=not args.quiet)
     print(f"dataset   {sim.dataset.name}: {sim.dataset.summary()} [{sim.dataset.source}]")
     print(f"tiers     {cfg.mapping}: {dict(zip(sim.tiers.names, sim.tiers.sizes().tolist()))}")
@@ -285,13 +301,19 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rf2 import __version__
+
     p = argparse.ArgumentParser(prog="rf2", description="Fair federated recommendation simulator (RF²).")
+    p.add_argument("--version", action="version", version=f"rf2 {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train one configuration and print per-tier metrics")
     add_config_flags(r)
     r.add_argument("--out", metavar="CSV", help="write the tidy per-tier result rows here")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--threads", type=_positive_int, default=DEFAULT_RUN_THREADS,
+                   help="torch threads (default: min(4, cores) = %(default)s; more threads than free cores slows a "
+                        "run down many times on a busy machine)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("sweep", help="tier mappings x optimisations x seeds, resumable")

@@ -35,9 +35,9 @@ def _finite_positive(v) -> bool:
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str = _f("ml-100k", "dataset name (see `rf2 list`)")
-    dataset_options: dict = _f({}, "dataset loader options, e.g. {click_threshold = 4} or {n_users = 5000}")
+    dataset_options: dict = _f({}, "dataset loader options, e.g. click_threshold=4 or '{n_users = 5000}'")
     model: str = _f("dlrm", "model name (see `rf2 list`)")
-    model_options: dict = _f({}, "model options, e.g. {embedding_dim = 16}")
+    model_options: dict = _f({}, "model options, e.g. embedding_dim=16 or '{embedding_dim = 16}'")
     mapping: str = _f("random", "tier mapping: random | dirichlet:ALPHA[:unbalanced] | hetero-vlow..hetero-vhigh")
     n_tiers: int = _f(3, "number of device tiers (RF²: 3, low/mid/high)")
     optimization: str = _f("none", "tier-aware optimisation spec (see `rf2 list`)")
@@ -52,7 +52,8 @@ class RunConfig:
     client_optimizer: str = _f("sgd", "client optimiser for the local steps: sgd | adam (fresh state every round)")
     server_optimizer: str = _f("adagrad", "server optimiser applied to the averaged update: adagrad | sgd")
     server_lr: float = _f(0.1, "server learning rate (RF² §5.1: 0.1 for MovieLens, 0.01 for Taobao)")
-    system_options: dict = _f({}, "device profile overrides per tier, e.g. {low = {upload_mbps = 2.0}} (rf2.system)")
+    system_options: dict = _f({}, "device profile overrides per tier, e.g. '{low = {upload_mbps = 2.0}}' or "
+                                     "'low={upload_mbps = 2.0}' (rf2.system)")
     engine: str = _f("batched", "how client updates are computed: batched (vmap, fast) | reference (loop)")
     eval_batch_size: int = _f(65536, "test events scored per forward pass")
     ranking_k: int = _f(0, "also rank every item per user: NDCG@K and Recall@K per tier (0: off; HeteFedRec: 20)")
