@@ -177,8 +177,16 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from rf2.plots import plot_results
     from rf2.results import load_failures
 
+    if not Path(args.results).is_dir():
+        raise CLIError(f"{args.results} is not a results directory (the folder `rf2 sweep --out` wrote, holding runs/)")
     for f in plot_results(args.results, args.out, args.metric):
         print(f"plot written to {f}")
+    missing = _missing_runs(Path(args.results))
+    if missing:
+        print(f"{len(missing[1])} of {missing[0]} planned run(s) missing (per sweep.toml; `rf2 sweep` again runs them):")
+        for cfg in missing[1]:
+            rep = f" (noise floor {cfg.replicate})" if cfg.replicate else ""
+            print(f"  {cfg.mapping} | {cfg.optimization} | seed {cfg.seed}{rep}")
     failures = load_failures(args.results)
     if len(failures):
         print(f"{len(failures)} failed run(s) are shown as missing (x):")
@@ -191,6 +199,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     print(f"report written to {write_report(args.results, args.out, args.metric)}")
     return 0
+
+
+def _missing_runs(results: Path):
+    """(planned, [configs not finished]) of the sweep recorded in ``results/sweep.toml``, or None."""
+    from rf2.store import ResultsStore
+    from rf2.sweep import SweepSpec, run_id
+
+    try:
+        spec = SweepSpec.from_toml(results / "sweep.toml")
+    except (ValueError, OSError):
+        return None
+    configs = spec.configs()
+    done = ResultsStore(results).finished()
+    return len(configs), [c for c in configs if run_id(c) not in done]
 
 
 def cmd_tiers(args: argparse.Namespace) -> int:
