@@ -197,22 +197,44 @@ def test_overselect_fraction_round_trips(f):
 @given(st.sampled_from(["prune", "quant", "quants", "channel"]),
        st.lists(st.floats(min_value=1e-300, max_value=1e300), min_size=2, max_size=4))
 def test_overhead_ratios_give_the_documented_settings(name, ratios):
+    """Properties, not a copy of the parser: the most capable tier (largest ratio) is untouched
+    (no pruning, full width, 32 bits); every other tier's setting is proportional to its ratio
+    (kept share, width, or bits out of 32 rounded to an integer, at least 1 bit); order is kept.
+    Table 1's named ratios are checked literally in tests/test_compression.py."""
+    from fractions import Fraction
+
     spec = _join(name, *map(repr, ratios))
     opt = check_optimization(spec)
     top = max(ratios)
+    # exact share of the top ratio, computed in rationals (no float division to mirror)
+    share = [Fraction(v) / Fraction(top) for v in ratios]
+    if opt is None:
+        # only a share lost in float arithmetic can make a setting invalid: a pruning fraction
+        # 1 - share that rounds to 1, a width that underflows to 0
+        tiny = Fraction(1, 2**52) if name == "prune" else Fraction(1, 10**300)
+        assert name in ("prune", "channel") and min(share) < tiny
+        return
+    got = opt.per_tier
+    assert len(got) == len(ratios)
+    for v, g, sh in zip(ratios, got, share):
+        if name == "prune":
+            assert 0 <= g < 1 and abs((1 - Fraction(g)) - sh) <= Fraction(1, 10**12)
+        elif name == "channel":
+            assert 0 < g <= 1 and abs(Fraction(g) - sh) <= Fraction(1, 10**12) * max(sh, Fraction(1, 10**290))
+        else:
+            assert isinstance(g, int) and 1 <= g <= 32
+            named = ":".join(f"{r:g}" for r in ratios) in PAPER_BITS
+            if not named:
+                assert g == 1 and 32 * sh < Fraction(3, 2) or abs(g - 32 * sh) <= Fraction(1, 2) + Fraction(1, 10**9)
+        if v == top:
+            assert g == (0 if name == "prune" else 1 if name == "channel" else 32)
+    # more overhead allowed -> never a stronger compression
+    order = sorted(range(len(ratios)), key=lambda i: ratios[i])
+    settings_in_order = [got[i] for i in order]
     if name == "prune":
-        expected = tuple(1 - v / top for v in ratios)
-    elif name == "channel":
-        expected = tuple(v / top for v in ratios)
+        assert settings_in_order == sorted(settings_in_order, reverse=True)
     else:
-        key = ":".join(f"{v:g}" for v in ratios)
-        expected = PAPER_BITS.get(key) or tuple(max(1, round(32 * (v / top))) for v in ratios)
-    valid = (all(0 <= f < 1 for f in expected) if name == "prune" else all(0 < w <= 1 for w in expected)
-             if name == "channel" else min(expected) >= 1)  # quants: sign=separate (default) allows 1 bit
-    if valid:
-        assert opt is not None and opt.per_tier == expected
-    else:
-        assert opt is None
+        assert settings_in_order == sorted(settings_in_order)
 
 
 def test_paper_ratios_are_canonical():
