@@ -6,7 +6,6 @@ import pytest
 
 from optimizations import ClientContext, Overselect, parse_optimization
 from rf2.config import RunConfig
-from rf2.seeding import numpy_rng
 from rf2.simulation import Simulation
 from rf2.system import DEFAULT_PROFILES, SystemModel
 
@@ -100,16 +99,39 @@ def test_overselect_in_a_run_drops_mostly_low_tier():
 
 
 def test_costs_by_hand():
-    sm = SystemModel(("low", "mid", "high"))
+    # no device variation (sd 0): times are the profiles' means, worked out by hand
+    sm = SystemModel(("low", "mid", "high"), {"low": {"ms_per_sample": 10.0, "ms_per_sample_std": 0.0, "upload_mbps": 2.0},
+                                              "high": {"ms_per_sample": 4.0, "ms_per_sample_std": 0.0, "upload_mbps": 8.0}})
     cs = [ctx(1, 0, n=20, seed=111), ctx(2, 2, n=5, seed=222)]
-    costs = sm.costs(cs, np.array([8e6, 8e6]), local_steps=2, compute_fraction=np.array([0.5, 1.0]))
-    for i, c in enumerate(cs):
-        prof = DEFAULT_PROFILES[c.tier_name]
-        t = max(numpy_rng(c.seed, "system").normal(prof.ms_per_sample, prof.ms_per_sample_std), 0.1 * prof.ms_per_sample)
-        frac = (0.5, 1.0)[i]
-        assert costs.compute_s[i] == pytest.approx(c.num_samples * 2 * t * frac / 1000)
-        assert costs.upload_s[i] == pytest.approx(8e6 / (prof.upload_mbps * 1e6))
-    assert costs.upload_s[0] == pytest.approx(6.6 / 0.43 * costs.upload_s[1])  # FLASH: 430 vs 6,600 kbit/s
+    costs = sm.costs(cs, np.array([8e6, 4e6]), local_steps=2, compute_fraction=np.array([0.5, 1.0]))
+    # low: 20 samples x 2 steps x 10 ms x half the model = 0.2 s; 8 Mbit at 2 Mbit/s = 4 s
+    # high: 5 x 2 x 4 ms = 0.04 s; 4 Mbit at 8 Mbit/s = 0.5 s
+    assert costs.compute_s.tolist() == pytest.approx([0.2, 0.04])
+    assert costs.upload_s.tolist() == pytest.approx([4.0, 0.5])
+    assert costs.total_s.tolist() == pytest.approx([4.2, 0.54])
+    assert costs.bits.tolist() == [8e6, 4e6]
+    # no compute_fraction: the full model
+    assert sm.costs(cs[:1], np.zeros(1), local_steps=3).compute_s.tolist() == pytest.approx([0.6])
+    # FLASH defaults: 6.6 vs 0.43 Mbit/s, so the same upload takes 6.6 / 0.43 times longer on a low phone
+    flash = SystemModel(("low", "mid", "high")).costs(cs, np.array([8e6, 8e6]), local_steps=1)
+    assert flash.upload_s.tolist() == pytest.approx([8 / 0.43, 8 / 6.6])
+
+
+def test_device_times_are_per_client_draws_of_the_profile():
+    sm = SystemModel(("low", "mid", "high"), {"mid": {"ms_per_sample": 10.0, "ms_per_sample_std": 2.0}})
+    n = 4000
+    per_sample_ms = sm.costs([ctx(i, 1, n=1, seed=i) for i in range(n)], np.zeros(n), 1).compute_s * 1000
+    # mean and spread of N(10, 2) within 5 standard errors
+    assert per_sample_ms.mean() == pytest.approx(10.0, abs=5 * 2.0 / np.sqrt(n))
+    assert per_sample_ms.std() == pytest.approx(2.0, abs=5 * 2.0 / np.sqrt(2 * n))
+    # a client's draw depends on its context's seed only: same seed, same time
+    again = sm.costs([ctx(7, 1, n=1, seed=7), ctx(3, 1, n=1, seed=3)], np.zeros(2), 1).compute_s * 1000
+    assert again.tolist() == pytest.approx([per_sample_ms[7], per_sample_ms[3]])
+    # a very wide profile is truncated at 10% of its mean, never negative or zero
+    wide = SystemModel(("low", "mid", "high"), {"high": {"ms_per_sample": 1.0, "ms_per_sample_std": 100.0}})
+    t = wide.costs([ctx(i, 2, n=1, seed=i) for i in range(400)], np.zeros(400), 1).compute_s * 1000
+    assert t.min() == pytest.approx(0.1)
+    assert (t >= 0.1 - 1e-12).all() and 0.3 < (t == t.min()).mean() < 0.7  # about half the draws are below 0.1
 
 
 def test_default_profiles_follow_flash():
