@@ -400,5 +400,18 @@ def test_simulation_runs_with_optimisations(name, optimization):
     from rf2.config import RunConfig
     from rf2.simulation import Simulation
 
-    res = Simulation(RunConfig(**SMALL, model=name, optimization=optimization, max_rounds=4), progress=False).run()
-    assert np.isfinite(res.metrics.by_tier["auc"]).all()
+    runs = {}
+    for opt in ("none", optimization):
+        sim = Simulation(RunConfig(**SMALL, model=name, optimization=opt, max_rounds=4), progress=False)
+        runs[opt] = (sim, sim.run())
+    (base_sim, base), (sim, res) = runs["none"], runs[optimization]
+    bt = res.metrics.by_tier
+    assert np.isfinite(bt["auc"]).all()
+    # the optimisation reached training: same seed and clients as `none`, another model and other AUCs
+    assert any(not torch.equal(sim.params[k], base_sim.params[k]) for k in sim.params)
+    assert not np.allclose(bt["auc"], base.metrics.by_tier["auc"], rtol=0, atol=1e-6)
+    assert res.rounds["participants"].tolist() == base.rounds["participants"].tolist()
+    # and it cut the weaker tiers' uploads in order (sub-models or pruned updates), not the top tier's
+    per = (bt["upload_mb"] / bt["participations"]).loc[["low", "mid", "high"]]
+    base_per = (base.metrics.by_tier["upload_mb"] / base.metrics.by_tier["participations"]).loc[["low", "mid", "high"]]
+    assert per["low"] < per["mid"] < per["high"] and per["low"] < 0.6 * base_per["low"]
