@@ -111,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"per tier  {sim.optimization.describe(sim.tiers.names)}")
     res = sim.run()
     print()
-    print(res.table().to_string(float_format=lambda x: f"{x:.4f}"))
+    print(_run_table(res.table()))
     print(f"\ntime: load {res.seconds['load']:.1f}s, train {res.seconds['train']:.1f}s, eval {res.seconds['eval']:.1f}s; "
           f"peak memory {res.peak_rss_mb:.0f} MB")
     if out is not None:
@@ -120,6 +120,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         atomic_write(out, res.rows().to_csv(index=False))
         print(f"results written to {out}")
     return 0
+
+
+def _run_table(table) -> str:
+    """The per-tier table as text: counts as integers, blanks where a metric has no per-tier value
+    (``sim_wall_h`` is overall only)."""
+    counts = {"participations", "dropped", "n_users", "n_events"}
+    cols = {c: table[c].map(lambda v: "" if v != v else (f"{v:.0f}" if c in counts else f"{v:.4f}"))
+            for c in table.columns}
+    return table.assign(**cols).to_string()
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:

@@ -40,3 +40,12 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and __version__ in capsys.readouterr().out
+
+
+def test_run_table_prints_counts_as_integers_and_no_nan(capsys):
+    assert main(["run", *SYN, "--max-rounds", "2", "--quiet"]) == 0
+    table = capsys.readouterr().out.split("per tier", 1)[1]
+    assert "NaN" not in table
+    low = next(line for line in table.splitlines() if line.startswith("low"))
+    assert not any(cell.endswith(".0000") and cell.startswith(("1", "2", "3")) and len(cell) > 7 for cell in low.split())
+    assert " 40 " in low + " "  # n_users as an integer
