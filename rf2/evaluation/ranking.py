@@ -242,11 +242,13 @@ def ranking_by_user(
     chunk: int | None = None,
     exclude: Exclude = "train",
     sets=None,
+    progress: bool = False,
 ) -> pd.DataFrame:
     """Per-user ranking metrics, one row per evaluated user (index ``user``): ``n_relevant`` and
     ``ndcg@K``, ``recall@K`` for each ``K`` in ``k``. ``users`` (default: all) is narrowed to the
     users with at least one relevant item; only they are scored. ``sets``: the result of
-    :func:`relevant_and_excluded` for ``exclude``, when calling this many times (e.g. per user)."""
+    :func:`relevant_and_excluded` for ``exclude``, when calling this many times (e.g. per user).
+    ``progress``: a progress bar over the users (ranking a large catalogue takes a while)."""
     ks = _ks(k)
     ds = dataset
     (rptr, ritems), (eptr, eitems) = sets if sets is not None else relevant_and_excluded(ds, exclude)
@@ -258,8 +260,14 @@ def ranking_by_user(
             raise ValueError(f"users must lie in [0, {ds.n_users})")
     users = users[np.diff(rptr)[users] > 0]
     sets = ((rptr, ritems), (eptr, eitems))
-    parts = [ranking_from_scores(us, scores, ds.n_items, ks, sets)
-             for us, scores in iter_item_scores(model, ds, encoder, users, chunk)]
+    from tqdm.auto import tqdm
+
+    parts = []
+    with tqdm(total=int(users.size), desc=f"ranking {ds.n_items} items", unit="user", disable=not progress,
+              leave=False, dynamic_ncols=True) as bar:
+        for us, scores in iter_item_scores(model, ds, encoder, users, chunk):
+            parts.append(ranking_from_scores(us, scores, ds.n_items, ks, sets))
+            bar.update(int(us.size))
     return pd.concat(parts) if parts else ranking_from_scores(users[:0], np.zeros((0, ds.n_items)), ds.n_items, ks, sets)
 
 
