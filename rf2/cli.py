@@ -172,7 +172,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             n = int(summary_table["n_seeds"].max())
             print(f"\nMDAC of AUC (%) by optimisation and tier mapping: MDAC of the {n}-seed mean tier changes "
                   "[95% paired-bootstrap interval over users]; * = interval above the noise floor (the last row: "
-                  "none retrained with the same tiers). Per run: mdac.csv; per cell: mdac_summary.csv")
+                  "none retrained with the same tiers). Per run: mdac.csv; per cell: mdac_summary.csv (both as fractions, "
+                  "0.012 = 1.2 %)")
             print(table.to_string())
     if args.plot:
         from rf2.plots import plot_results
