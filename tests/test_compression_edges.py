@@ -100,3 +100,36 @@ def test_prune_rescales_kept_table_entries():
 def test_prune_with_no_pruning_hands_back_the_update_itself():
     u = updates({"w": torch.randn(2, 3)})
     assert Prune("p", (0.0, 0.0, 0.0)).encode(u) is u  # nothing drawn, nothing copied
+
+
+# -- bit counts at scale --------------------------------------------------------------------------------
+def huge_table_update(tiers=(0,)) -> ClientUpdates:
+    """One client holding one row of a table of 10^8 + 1 rows (all counted: untouched rows are sent too)."""
+    t = TableRows(torch.tensor([0, 1]), torch.tensor([0]), torch.ones(1, 1), 10**8 + 1)
+    return updates({}, {"emb": t}, tiers=tiers)
+
+
+def test_pruned_bits_are_counted_in_double_precision():
+    # (10^8 + 1) entries, 10% pruned, 32 bits each: 0.9 * 32 * 100000001 = 2880000028.8 bits
+    bits = Prune("p", (0.1, 0.0, 0.0)).upload_bits(huge_table_update())
+    assert bits.dtype == torch.float64 and bits.tolist() == pytest.approx([2880000028.8], abs=1e-3)
+
+
+# -- Quant's background (what stochastic rounding does to untouched zeros) ---------------------------------
+def test_background_of_unquantised_and_flat_clients_is_exactly_zero():
+    from optimizations import Quant
+
+    n_rows = 30
+    # client 0 (2 bits) and client 1 (32 bits: unquantised) touch a few rows with negative values;
+    # client 2's update is all zero (a flat range)
+    rows = torch.tensor([1, 4, 2, 5])
+    vals = torch.tensor([[-1.0, 0.5], [0.25, 1.0], [-2.0, 1.0], [0.5, -0.5]])
+    t = TableRows(torch.tensor([0, 2, 4, 4]), rows, vals, n_rows)
+    u = updates({}, {"emb": t}, tiers=(0, 2, 0))
+    for noise in ("exact", "gaussian", "auto"):
+        bg = Quant("q", (2, 8, 32), noise=noise).encode(u).tables["emb"].background
+        assert bg.mode == noise
+        assert bg.low[1:].tolist() == [0.0, 0.0] and bg.step[1:].tolist() == [0.0, 0.0]
+        # client 0: range [-1, 1] on 4 points -1, -1/3, 1/3, 1: a zero rounds to -1/3 or 1/3, each half the time
+        assert bg.step[0].item() == pytest.approx(2 / 3) and bg.low[0].item() == pytest.approx(-1 / 3)
+        assert bg.p_up[0].item() == pytest.approx(0.5)
