@@ -1,0 +1,45 @@
+"""Algorithm 1's argument checks and options (tier_mapping/dirichlet.py) beyond the oracle tests
+of test_tier_mapping.py; written against mutants that survived the suite (benchmarks/MUTATION.md)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rf2.data import make_synthetic
+from tier_mapping.dirichlet import dirichlet_mapping
+
+
+@pytest.fixture(scope="module")
+def log():
+    ds = make_synthetic(n_users=300, n_items=60, events_per_user=6, seed=9)
+    return ds.user, ds.item, ds.label, ds.n_users, ds.n_items
+
+
+def test_default_seed_is_zero(log):
+    assert np.array_equal(dirichlet_mapping(*log, alpha=0.1).tier, dirichlet_mapping(*log, alpha=0.1, seed=0).tier)
+    assert dirichlet_mapping(*log, alpha=0.1).seed == 0
+
+
+def test_two_tiers_are_allowed_one_is_not(log):
+    two = dirichlet_mapping(*log, alpha=0.5, n_tiers=2)
+    assert two.n_tiers == 2 and set(np.unique(two.tier)) == {0, 1}
+    with pytest.raises(ValueError, match=r"^n_tiers must be >= 2, got 1$"):
+        dirichlet_mapping(*log, alpha=0.5, n_tiers=1)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"draw": "coin"}, r"^draw must be one of \['split', 'bernoulli'\], got 'coin'$"),
+    ({"tie": "left"}, r"^tie must be one of \['low', 'high', 'random'\], got 'left'$"),
+])
+def test_bad_options_name_the_option_and_the_choices(log, kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        dirichlet_mapping(*log, alpha=0.5, **kw)
+
+
+def test_null_option_reaches_the_visiting_order(log):
+    user, item, label, n_users, n_items = log
+    clickless = np.setdiff1d(np.arange(n_users), user[label == 1])
+    assert clickless.size >= 20  # enough users for the pseudo-item's place to matter
+    a = dirichlet_mapping(*log, alpha=0.05, null="sorted").tier
+    b = dirichlet_mapping(*log, alpha=0.05, null="last").tier
+    assert not np.array_equal(a[clickless], b[clickless])
