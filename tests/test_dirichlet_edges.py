@@ -43,3 +43,15 @@ def test_null_option_reaches_the_visiting_order(log):
     a = dirichlet_mapping(*log, alpha=0.05, null="sorted").tier
     b = dirichlet_mapping(*log, alpha=0.05, null="last").tier
     assert not np.array_equal(a[clickless], b[clickless])
+
+
+def test_random_tie_order_comes_from_the_seed(log):
+    a = dirichlet_mapping(*log, alpha=0.05, tie="random", seed=4)
+    b = dirichlet_mapping(*log, alpha=0.05, tie="random", seed=4)
+    assert np.array_equal(a.tier, b.tier)
+
+
+def test_assignment_records_its_spec_and_seed(log):
+    m = dirichlet_mapping(*log, alpha=0.05, seed=3)
+    assert (m.spec, m.seed) == ("dirichlet:0.05", 3)
+    assert dirichlet_mapping(*log, alpha=0.05, seed=3, spec="dirichlet:0.05:draw=split").spec == "dirichlet:0.05:draw=split"
