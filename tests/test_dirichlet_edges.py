@@ -57,3 +57,11 @@ def test_assignment_records_its_spec_and_seed(log):
     m = dirichlet_mapping(*log, alpha=0.05, seed=3)
     assert (m.spec, m.seed) == ("dirichlet:0.05", 3)
     assert dirichlet_mapping(*log, alpha=0.05, seed=3, spec="dirichlet:0.05:draw=split").spec == "dirichlet:0.05:draw=split"
+
+
+def test_random_ties_without_an_order_are_refused():
+    from tier_mapping.dirichlet import assign_tiers
+
+    p = np.array([[0.5, 0.3, 0.2]])
+    with pytest.raises(ValueError, match=r"^tie='random' needs tie_order, a permutation of the tiers$"):
+        assign_tiers(np.zeros(4, dtype=np.int64), p, np.linspace(0, 0.9, 4), tie="random")
