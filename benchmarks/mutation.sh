@@ -27,7 +27,7 @@ declare -A TESTS=(
   [rf2/evaluation/metrics.py]="tests/test_metrics.py"
   [rf2/aggregation/__init__.py]="tests/test_fedavg.py tests/test_compression.py tests/test_round_upload.py"
   [rf2/results.py]="tests/test_sweep.py tests/test_store.py tests/test_results.py"
-  [rf2/store.py]="tests/test_store.py tests/test_sweep.py tests/test_executors.py"
+  [rf2/store.py]="tests/test_store.py tests/test_sweep.py"
 )
 DEFAULT=(optimizations/compression.py tier_mapping/dirichlet.py rf2/evaluation/metrics.py
          rf2/aggregation/__init__.py rf2/results.py rf2/store.py)
