@@ -140,24 +140,28 @@ def mdac_tables(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: in
     (Eq. 2: the largest difference between two tiers' relative changes). With ``scores`` (a results
     directory, or ``run_id -> EvalScores``) every MDAC also gets a paired-bootstrap interval
     (``mdac_lo``, ``mdac_hi`` at ``level``), the noise floor of its mapping and seed (``floor``: the
-    MDAC of ``none`` retrained, same tiers; see :mod:`rf2.evaluation.uncertainty`) and a
-    ``verdict``. Runs without scores get ``nan`` intervals and the verdict ``no scores``.
+    MDAC of ``none`` retrained, same tiers; see :mod:`rf2.evaluation.uncertainty`), a ``verdict``
+    (:func:`~rf2.evaluation.uncertainty.floor_test`: the MDAC exceeds the floor's in at least
+    97.5 % of paired replicates) and ``p_within`` (the share of replicates in which it does not).
+    Runs without scores get ``nan`` intervals and the verdict ``no scores``.
 
     ``summary``: one row per (mapping, optimisation, other settings) over its seeds:
     ``n_seeds``, the seed-mean per-tier changes ``rc_<tier>`` with ``rc_<tier>_lo/_hi``, ``mdac``
     (MDAC of the seed-mean changes) with ``mdac_lo/_hi``, ``mean_mdac`` (mean of per-seed MDACs)
-    with its interval, ``floor`` / ``floor_hi`` (the noise floor combined the same way), ``verdict``.
+    with its interval, ``floor`` / ``floor_hi`` (the noise floor combined the same way), ``verdict``,
+    ``p_within``.
     Values are fractions (0.05 = 5 %)."""
     merged, keys, tier_order = _pairs(rows, metric)
     if merged.empty:
         return pd.DataFrame(), pd.DataFrame()
     per_run = _with_changes(merged, keys, tier_order, metric)
     load = _scores_loader(scores)
-    from rf2.evaluation.uncertainty import cell_estimate, verdict
+    from rf2.evaluation.uncertainty import NO_FLOOR, NO_SCORES, cell_estimate, floor_test
 
     cell_keys = [k for k in keys if k != "seed"]
     cells = []
     per_run["mdac_lo"] = per_run["mdac_hi"] = np.nan
+    per_run = per_run.sort_values("seed", kind="stable")  # seeds in the same order in every cell (paired draws)
     for (_, g) in per_run.groupby(cell_keys + ["optimization", "kind"], sort=False, dropna=False):
         pairs, idx, draw_keys = [], [], []
         for i, r in g.iterrows():
@@ -175,23 +179,46 @@ def mdac_tables(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: in
         if est is not None:
             per_run.loc[idx, "mdac_lo"] = est.seed_mdac_lo
             per_run.loc[idx, "mdac_hi"] = est.seed_mdac_hi
-        cells.append((g, est))
-    floors = per_run[per_run["kind"] == "floor"].groupby(keys, dropna=False)["mdac"].mean()
-    runs = per_run[per_run["kind"] == "run"].copy()
-    key_tuples = [tuple(x) for x in runs[keys].itertuples(index=False)]
-    runs["floor"] = [floors.get(k if len(keys) > 1 else k[0], np.nan) for k in key_tuples]
-    runs["verdict"] = [verdict(lo, f) for lo, f in zip(runs["mdac_lo"], runs["floor"])]
+        seeds = [int(per_run.loc[i, "seed"]) for i in idx]
+        cells.append((g, est, seeds, idx))
+
+    # the floor of each (settings, seed) and of each settings cell, with its replicates
+    floor_seed: dict = {}
+    floor_cell: dict = {}
+    for g, est, seeds, idx in cells:
+        if g.iloc[0]["kind"] != "floor":
+            continue
+        ck = tuple(g.iloc[0][k] for k in cell_keys)
+        floor_cell[ck] = (g, est)
+        for j, (sd, i) in enumerate(zip(seeds, idx)):
+            floor_seed[ck + (sd,)] = (per_run.loc[i, "mdac"], None if est is None else est.seed_mdac_reps[j])
+    per_run["floor"] = np.nan
+    per_run["verdict"] = NO_SCORES
+    per_run["p_within"] = np.nan
+    for g, est, seeds, idx in cells:
+        if g.iloc[0]["kind"] != "run":
+            continue
+        ck = tuple(g.iloc[0][k] for k in cell_keys)
+        for i, r in g.iterrows():
+            f = floor_seed.get(ck + (int(r["seed"]),))
+            per_run.loc[i, "floor"] = f[0] if f else np.nan
+            if i in idx and est is not None:
+                reps = est.seed_mdac_reps[idx.index(i)]
+                v, p = floor_test(reps, f[1] if f else None, level)
+                per_run.loc[i, ["verdict", "p_within"]] = [v, p]
+    runs = per_run[per_run["kind"] == "run"].sort_index()
     runs = runs.drop(columns=["kind", "replicate", "run_id_base"]).reset_index(drop=True)
 
     out = []
-    floor_cells = {}
-    for g, est in cells:
+    for g, est, seeds, idx in cells:
         first = g.iloc[0]
+        if first["kind"] == "floor":
+            continue
         row = {k: first[k] for k in cell_keys + ["optimization"]}
-        row["kind"] = first["kind"]
         row["n_seeds"] = int(g["seed"].nunique())
         rc_cols = [f"rc_{t}" for t in tier_order + [OVERALL]]
-        if est is not None and est.n_seeds == len(g):
+        complete = est is not None and est.n_seeds == len(g)
+        if complete:
             for j, c in enumerate(rc_cols):
                 row[c], row[f"{c}_lo"], row[f"{c}_hi"] = est.rc[j], est.rc_lo[j], est.rc_hi[j]
             row.update(mdac=est.mdac, mdac_lo=est.mdac_lo, mdac_hi=est.mdac_hi, mean_mdac=est.mean_mdac,
@@ -203,18 +230,17 @@ def mdac_tables(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: in
             t = mean_rc[[f"rc_{t}" for t in tier_order]]
             row.update(mdac=float(t.max() - t.min()) if t.notna().all() else np.nan, mdac_lo=np.nan, mdac_hi=np.nan,
                        mean_mdac=float(g["mdac"].mean()), mean_mdac_lo=np.nan, mean_mdac_hi=np.nan)
-        if row["kind"] == "floor":
-            floor_cells[tuple(row[k] for k in cell_keys)] = row
+        fg, fest = floor_cell.get(tuple(first[k] for k in cell_keys), (None, None))
+        row["floor"] = fest.mdac if fest is not None else np.nan
+        row["floor_hi"] = fest.mdac_hi if fest is not None else np.nan
+        if not complete:
+            row["verdict"], row["p_within"] = NO_SCORES, np.nan
+        elif fest is None or fest.n_seeds != est.n_seeds:
+            row["verdict"], row["p_within"] = NO_FLOOR, np.nan
         else:
-            out.append(row)
-    table = pd.DataFrame(out)
-    if table.empty:
-        return runs, table
-    fl = [floor_cells.get(tuple(r[k] for k in cell_keys)) for _, r in table.iterrows()]
-    table["floor"] = [f["mdac"] if f else np.nan for f in fl]
-    table["floor_hi"] = [f["mdac_hi"] if f else np.nan for f in fl]
-    table["verdict"] = [verdict(lo, f) for lo, f in zip(table["mdac_lo"], table["floor"])]
-    return runs, table.drop(columns=["kind"]).reset_index(drop=True)
+            row["verdict"], row["p_within"] = floor_test(est.mdac_reps, fest.mdac_reps, level)
+        out.append(row)
+    return runs, pd.DataFrame(out)
 
 
 def noise_floor_table(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: int = 1000, level: float = 0.95,

@@ -199,3 +199,46 @@ def test_scores_round_trip_through_bytes():
     for k in ("user", "tier", "label", "score", "user_tier", "ranking_user"):
         np.testing.assert_array_equal(getattr(back, k), getattr(es, k))
     np.testing.assert_array_equal(back.ranking["ndcg@20"], es.ranking["ndcg@20"])
+
+
+def test_linearised_auc_replicates_match_exact_ones_on_many_users():
+    """The linear (influence) form used for large tiers: exact at the point, and replicate AUCs
+    within a small fraction of their spread of the exact ones on 3,000 users (~1,000 per tier;
+    measured: RMS difference ~4 % of the replicates' sd, ~2 % at 4,000 per tier)."""
+    rng = np.random.default_rng(11)
+    user_tier, user, label, offset = population(3000, rng, events=(3, 12))
+    s = np.round(label * 0.8 + offset[user] + rng.normal(size=user.size), 2)
+    es = scores_for(user_tier, user, label, s)
+    exact, linear = U.TierResampler(es, "auc", method="exact"), U.TierResampler(es, "auc", method="linear")
+    np.testing.assert_allclose(linear.values(), exact.values(), rtol=1e-12)
+    counts = U.draw_counts(U.stratified_draws(exact.unit_tier, 80, rng), exact.n_units)
+    a, b = exact.values(counts), linear.values(counts)
+    spread = a.std(axis=0)
+    rms = np.sqrt(((a - b) ** 2).mean(axis=0))
+    assert (rms < 0.1 * spread).all(), (rms, spread)
+    for q in (2.5, 97.5):
+        assert (np.abs(np.percentile(a, q, axis=0) - np.percentile(b, q, axis=0)) < 0.25 * spread).all()
+    assert (np.corrcoef(a[:, 0], b[:, 0])[0, 1]) > 0.99
+    with pytest.raises(ValueError, match="method"):
+        U.TierResampler(es, "auc", method="fast")
+
+
+def test_paired_floor_test_is_rarely_fooled_by_noise_and_sees_a_planted_effect():
+    """floor_test compares a cell's MDAC with the floor's replicate by replicate (same baseline,
+    hence the same user draws): under pure noise it says 'above floor' in few of 30 populations,
+    with a planted low-tier loss it says so in almost all (600 users)."""
+    rng = np.random.default_rng(12)
+    fooled = seen = 0
+    for _ in range(30):
+        user_tier, user, label, offset = population(600, rng)
+        noisy = lambda: label + offset[user] + rng.normal(size=user.size)  # noqa: E731
+        base, rep, null = (scores_for(user_tier, user, label, noisy()) for _ in range(3))
+        hit = scores_for(user_tier, user, label, label * (1 - 0.5 * (user_tier[user] == 0)) + offset[user]
+                         + rng.normal(size=user.size))
+        kw = dict(metric="auc", n_boot=200, seed=3, keys=["base"])
+        floor = U.cell_estimate([(rep, base)], **kw)
+        fooled += U.floor_test(U.cell_estimate([(null, base)], **kw).mdac_reps, floor.mdac_reps)[0] == U.ABOVE
+        seen += U.floor_test(U.cell_estimate([(hit, base)], **kw).mdac_reps, floor.mdac_reps)[0] == U.ABOVE
+    assert fooled <= 3, fooled
+    assert seen >= 27, seen
+    assert U.floor_test(np.ones(5), None)[0] == U.NO_FLOOR

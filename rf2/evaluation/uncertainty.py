@@ -30,9 +30,12 @@ the training noise that differs from seed to seed, not only the users'.
 **Noise floor.** The MDAC that training randomness alone produces: the ``none`` run retrained with
 another model initialisation, selection order and client randomness but the *same tiers*
 (``replicate = 1``) against the ``none`` run (``replicate = 0``), combined over seeds exactly like
-a cell. A sweep adds these runs (``noise_floor = true``, the default). A cell's verdict is
-``above floor`` when the lower end of its MDAC interval exceeds the floor's MDAC, else
-``within noise``.
+a cell. A sweep adds these runs (``noise_floor = true``, the default). A cell's verdict
+(:func:`floor_test`) compares its MDAC with the floor's replicate by replicate — both use the same
+user draws (keyed by the shared baseline) and seed draws — and is ``above floor`` when the cell
+exceeds the floor in at least 97.5 % of replicates (the 2.5 % quantile of the difference is above
+0), else ``within noise``. Comparing the difference rather than an interval with a point removes
+the upward bias noise gives every MDAC and does not trust a floor that happened to land near 0.
 """
 from __future__ import annotations
 
@@ -133,13 +136,47 @@ def _pair_counts(score: np.ndarray, label: np.ndarray, unit: np.ndarray, n_units
     return units, K, npos, nneg
 
 
+#: Users in a group above which, when the exact user-pair matrix does not fit, AUC replicates are
+#: linearised (see :func:`_linear_parts`) instead of recomputed event by event.
+LINEAR_MIN_UNITS = 2000
+
+
+def _linear_parts(score: np.ndarray, label: np.ndarray, unit: np.ndarray, n_units: int):
+    """First-order (influence) form of the weighted AUC for events sorted by score.
+
+    With user multiplicities ``c = 1 + δ``, the numerator ``cᵀKc`` equals ``num0 + δ·(r + q) +
+    δᵀKδ``, where ``r_u`` sums the placements of ``u``'s positives (negatives below, ties one half)
+    and ``q_u`` those of its negatives (positives above). Dropping ``δᵀKδ`` — relatively
+    ``O(1/users)`` — gives replicates in ``O(users)`` each, exact at ``δ = 0``; the denominator
+    ``(c·n_pos)(c·n_neg)`` stays exact. Used for groups too large for the pair matrix."""
+    starts = np.r_[0, np.flatnonzero(np.diff(score)) + 1]
+    sizes = np.diff(np.r_[starts, score.size])
+    group = np.repeat(np.arange(starts.size), sizes)
+    P = np.bincount(group, weights=label.astype(np.float64), minlength=starts.size)
+    N = sizes - P
+    below = np.cumsum(N) - N  # negatives strictly below each tie group
+    above = P.sum() - np.cumsum(P)  # positives strictly above
+    place = np.where(label, below[group] + 0.5 * N[group], above[group] + 0.5 * P[group])
+    rq = np.bincount(unit, weights=place, minlength=n_units)
+    npos = np.bincount(unit[label], minlength=n_units).astype(np.float64)
+    nneg = np.bincount(unit[~label], minlength=n_units).astype(np.float64)
+    num0 = float(place[label].sum())
+    present = np.flatnonzero((npos + nneg) > 0)
+    return present, rq[present], npos[present], nneg[present], num0
+
+
 class TierResampler:
     """One run's metric per tier (and overall), for the full data and for weighted replicates.
 
     ``units``: the users that carry this metric (test users for AUC and log loss, ranked users for
     ranking metrics), ``unit_tier`` their tiers; :meth:`values` takes per-unit multiplicities."""
 
-    def __init__(self, es: EvalScores, metric: str):
+    def __init__(self, es: EvalScores, metric: str, method: str = "auto"):
+        """``method`` (AUC only): ``exact`` recomputes every replicate (user-pair matrix, or event
+        weights); ``linear`` uses :func:`_linear_parts`; ``auto``: exact unless a group has more
+        than :data:`LINEAR_MIN_UNITS` users and its pair matrix does not fit in memory."""
+        if method not in ("auto", "exact", "linear"):
+            raise ValueError(f"method must be auto, exact or linear, got {method!r}")
         self.metric, self.n_tiers = metric, len(es.tier_names)
         if metric in ("auc", "log_loss"):
             self.units, inverse = np.unique(es.user, return_inverse=True)
@@ -160,6 +197,22 @@ class TierResampler:
                         m = self.unit_tier[units] == t
                         self._pairs[t] = (units[m], K[np.ix_(m, m)], npos[m], nneg[m])
                     self._pairs[-1] = whole
+            self._linear = [None] * len(self._events)
+            self._lin_cols: dict = {}
+            if metric == "auc" and method != "exact":
+                for j, (v, y, u) in enumerate(self._events):
+                    big = self._pairs[j] is None and np.unique(u).size > LINEAR_MIN_UNITS
+                    if method == "linear" or big:
+                        self._pairs[j] = None
+                        self._linear[j] = _linear_parts(v, y, u, self.n_units)
+            # every linear group's (r + q, n_pos, n_neg) as columns over all users: one product per block
+            lin = [j for j, part in enumerate(self._linear) if part is not None]
+            self._lin_cols = {j: 3 * i for i, j in enumerate(lin)}
+            self._lin_V = np.zeros((self.n_units, 3 * len(lin)))
+            for j in lin:
+                units, rq, npos, nneg, _ = self._linear[j]
+                k = self._lin_cols[j]
+                self._lin_V[units, k], self._lin_V[units, k + 1], self._lin_V[units, k + 2] = rq, npos, nneg
             if metric == "log_loss":
                 z = s
                 self._loss = np.logaddexp(0, z) - y * z
@@ -182,7 +235,16 @@ class TierResampler:
         C = np.ones((1, self.n_units)) if single else np.atleast_2d(counts)
         out = np.empty((C.shape[0], self.n_tiers + 1))
         if self.metric in ("auc", "log_loss"):
+            R = C @ self._lin_V if self.metric == "auc" and self._lin_cols else None
             for j, (v, y, u) in enumerate(self._events):
+                if self.metric == "auc" and self._linear[j] is not None:
+                    _, rq, _, _, num0 = self._linear[j]
+                    k = self._lin_cols[j]
+                    den = R[:, k + 1] * R[:, k + 2]
+                    num = num0 + R[:, k] - rq.sum()
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        out[:, j] = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+                    continue
                 if self.metric == "auc" and self._pairs[j] is not None:
                     units, K, npos, nneg = self._pairs[j]
                     Cu = C[:, units]
@@ -302,6 +364,8 @@ class CellEstimate:
     seed_mdac_lo: np.ndarray
     seed_mdac_hi: np.ndarray
     resampled_seeds: bool
+    mdac_reps: np.ndarray | None = None  # [n_boot] replicates of ``mdac``
+    seed_mdac_reps: np.ndarray | None = None  # [n_seeds, n_boot] replicates of each seed's MDAC
 
 
 def cell_estimate(pairs: list[tuple[EvalScores, EvalScores]], metric: str = "auc", n_boot: int = 1000,
@@ -352,11 +416,29 @@ def _summarise(pairs, rc_point, rc_reps, chosen, level, S, resample_seeds) -> Ce
     rc_mean = rc_point.mean(axis=0)
     return CellEstimate(pairs[0][0].tier_names, S, rc_mean, rc_lo, rc_hi, float(_mdac(rc_mean)), float(m_lo), float(m_hi),
                         float(_mdac(rc_point).mean()), float(mm_lo), float(mm_hi), _mdac(rc_point), s_lo, s_hi,
-                        bool(resample_seeds))
+                        bool(resample_seeds), mdac_reps, seed_mdac_reps)
+
+
+def floor_test(cell_reps: np.ndarray, floor_reps: np.ndarray, level: float = 0.95) -> tuple[str, float]:
+    """Is a cell's MDAC above the noise floor? Both are replicated with the same user draws (they
+    share the baseline, and draws are keyed by it) and the same seed draws, so their difference is
+    paired and the upward bias that noise gives every MDAC cancels. Returns the verdict (``above
+    floor`` when the ``(1 - level) / 2`` quantile of ``cell − floor`` is above 0) and
+    ``p_within``, the share of replicates in which the cell does not exceed the floor."""
+    if cell_reps is None or floor_reps is None or len(cell_reps) != len(floor_reps):
+        return NO_FLOOR, float("nan")
+    d = np.asarray(cell_reps, dtype=float) - np.asarray(floor_reps, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return NO_SCORES, float("nan")
+    p_within = float((d <= 0).mean())
+    lo = np.percentile(d, (1 - level) / 2 * 100)
+    return (ABOVE if lo > 0 else WITHIN), p_within
 
 
 def verdict(mdac_lo: float, floor: float | None) -> str:
-    """``above floor`` when the interval's lower end exceeds the noise floor's MDAC."""
+    """Without replicates (e.g. a floor computed elsewhere): ``above floor`` when the interval's
+    lower end exceeds the noise floor's MDAC. :func:`floor_test` is the paired test used in tables."""
     if mdac_lo is None or not np.isfinite(mdac_lo):
         return NO_SCORES
     if floor is None or not np.isfinite(floor):
@@ -365,4 +447,4 @@ def verdict(mdac_lo: float, floor: float | None) -> str:
 
 
 __all__ = ["ABOVE", "CellEstimate", "NO_FLOOR", "NO_SCORES", "OVERALL", "TierResampler", "WITHIN", "cell_estimate",
-           "draw_counts", "pair_replicates", "stratified_draws", "verdict", "weighted_auc"]
+           "draw_counts", "floor_test", "pair_replicates", "stratified_draws", "verdict", "weighted_auc"]
