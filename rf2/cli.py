@@ -171,9 +171,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not table.empty:
             n = int(summary_table["n_seeds"].max())
             print(f"\nMDAC of AUC (%) by optimisation and tier mapping: MDAC of the {n}-seed mean tier changes "
-                  "[95% paired-bootstrap interval over users]; * = interval above the noise floor (the last row: "
-                  "none retrained with the same tiers). Per run: mdac.csv; per cell: mdac_summary.csv (both as fractions, "
-                  "0.012 = 1.2 %)")
+                  "[95% paired-bootstrap interval over users]; * = above the noise floor (last row: none retrained "
+                  "with the same tiers), i.e. the MDAC exceeds the floor's in >= 97.5% of paired replicates. "
+                  "Per run: mdac.csv; per cell: mdac_summary.csv (both as fractions, 0.012 = 1.2 %)")
             print(table.to_string())
     if args.plot:
         from rf2.plots import plot_results
