@@ -149,8 +149,8 @@ def mdac_section(summary: pd.DataFrame, mappings: list[str] | None, opts: list[s
             f"<h3>MDAC of {esc(label)} (percentage points)</h3>"
             f'<p class="note">Each cell: MDAC (RF² Eq. 2, the largest minus the smallest tier\'s relative change) of the '
             f"{n}-seed mean tier changes, [95% paired-bootstrap interval over users]; the verdict against the mapping's "
-            "noise floor (<em>above floor</em>: the interval's lower end exceeds the floor, shaded; <em>within noise</em>: "
-            "it does not); and the overall relative change of all users vs <code>none</code>. The last row is the noise "
+            "noise floor (<em>above floor</em>, shaded: the MDAC exceeds the floor's in at least 97.5% of paired bootstrap "
+            "replicates; <em>within noise</em>: it does not); and the overall relative change of all users vs <code>none</code>. The last row is the noise "
             "floor: the MDAC of <code>none</code> retrained with the same tiers.</p>"
             + html_table(table, name_cols=2, classes=classes + [floor_cls], row_classes=[""] * len(rows) + ["floor"]))
     return "\n".join(out)
