@@ -296,19 +296,21 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rf2.data import DATASETS, dataset_options
     from rf2.models import MODELS, model_options
 
+    width = max(len(n) for n in [*DATASETS, *MODELS])
     print("datasets:")
     for name in sorted(DATASETS):
-        print(f"  {name:12s} options: {json.dumps(dataset_options(name), default=str)}")
+        print(f"  {name:{width}s}  options: {json.dumps(dataset_options(name), default=str)}")
     print("models:")
     for name in sorted(MODELS):
-        print(f"  {name:12s} options: {json.dumps(model_options(name), default=str)}")
+        print(f"  {name:{width}s}  options: {json.dumps(model_options(name), default=str)}")
     print("tier mappings:\n"
           "  random                    users sorted by training events, dealt round-robin (the RF² authors')\n"
           "  random:shuffle            equal-size random groups (rf2 0.1)\n"
           "  dirichlet:ALPHA[:OPTS]    Algorithm 1; OPTS in any order: unbalanced, draw=split|bernoulli,\n"
           "                            tie=low|high|random, null=sorted|last\n"
-          "  " + " | ".join(f"{k} (={v:g})" for k, v in PAPER_LEVELS.items()) + "  (the paper's names, same OPTS)\n"
-          "  activity[:R_LOW:...:R_HIGH]  by training events, lightest lowest (HeteFedRec's grouping)")
+          "  hetero-vlow..hetero-vhigh the paper's names: " + ", ".join(f"{k[7:]} = {v:g}" for k, v in PAPER_LEVELS.items())
+          + " (same OPTS)\n"
+          "  activity[:R_LOW:..:R_HIGH] by training events, lightest lowest (HeteFedRec's grouping)")
     print("optimizations:")
     for name in sorted(USAGE):
         print(f"  {USAGE[name]}")
