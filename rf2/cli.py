@@ -154,6 +154,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     configs = spec.configs()
     print(f"sweep: {len(spec.mappings)} mappings x {len(spec.optimization_list)} optimisations (incl. none) x "
           f"{len(spec.seeds)} seeds{' + noise-floor runs' if spec.noise_floor else ''} = {len(configs)} runs; {len(configs) - len(sweep.pending())} already finished in {args.out}")
+    from optimizations import parse_optimization
+    from tier_mapping import tier_names
+
+    names = tier_names(configs[0].n_tiers)
+    width = max(len(o) for o in spec.optimization_list)
+    for o in spec.optimization_list:  # what every spec does per tier (a typo such as quant:1:2:9 shows here)
+        print(f"  {o:{width}s}  {parse_optimization(o).describe(names)}")
     summary = sweep.run()
     print(f"finished {summary.finished} runs in {summary.seconds:.0f}s with the {summary.executor} executor "
           f"({summary.skipped} skipped as done; tables and bootstrap intervals {summary.tables_seconds:.0f}s); "
