@@ -59,3 +59,19 @@ def server():
     yield state, f"http://127.0.0.1:{httpd.server_address[1]}/archive.zip"
     httpd.shutdown()
 
+
+
+@pytest.fixture
+def tiny_sweep():
+    """``tiny_sweep(out)``: a 2-run sweep (none + exclude-lo, random tiers, 120 synthetic users, no
+    noise floor) into ``out``, run in-process; for tests of the results directory."""
+    from rf2.sweep import Sweep, SweepSpec
+
+    base = {"dataset": "synthetic", "dataset_options": {"n_users": 120, "n_items": 50, "events_per_user": 10, "seed": 2},
+            "clients_per_round": 30}
+
+    def make(out):
+        spec = SweepSpec(base=base, mappings=("random",), optimizations=("exclude-lo",), seeds=(0,), noise_floor=False)
+        return Sweep(spec, out, progress=False, executor="inprocess")
+
+    return make

@@ -9,25 +9,16 @@ import pytest
 from rf2.cli import main
 from rf2.results import load_failures, load_results
 from rf2.store import ResultsStore
-from rf2.sweep import Sweep, SweepSpec
-
-BASE = {"dataset": "synthetic", "dataset_options": {"n_users": 120, "n_items": 50, "events_per_user": 10, "seed": 2},
-        "clients_per_round": 30}
-
-
-def sweep(out):
-    spec = SweepSpec(base=dict(BASE), mappings=("random",), optimizations=("exclude-lo",), seeds=(0,), noise_floor=False)
-    return Sweep(spec, out, progress=False, executor="inprocess")
 
 
 @pytest.fixture
-def results(tmp_path):
+def results(tmp_path, tiny_sweep):
     out = tmp_path / "res"
-    assert sweep(out).run().finished == 2
+    assert tiny_sweep(out).run().finished == 2
     return out
 
 
-def test_a_non_utf8_run_record_is_named_and_rerun(results, capsys):
+def test_a_non_utf8_run_record_is_named_and_rerun(results, capsys, tiny_sweep):
     rid = sorted(ResultsStore(results).finished())[0]
     rec = results / "runs" / f"{rid}.json"
     rec.write_bytes(rec.read_bytes().replace(b"{", b"{\xff", 1))
@@ -35,15 +26,15 @@ def test_a_non_utf8_run_record_is_named_and_rerun(results, capsys):
     assert rec.name in capsys.readouterr().err
     assert len(load_results(results)["run_id"].unique()) == 1
     assert main(["plot", str(results)]) == 0
-    again = sweep(results).run()
+    again = tiny_sweep(results).run()
     assert again.finished == 1 and rid in ResultsStore(results).finished()
 
 
-def test_a_damaged_tier_summary_does_not_block_resume(results, capsys):
+def test_a_damaged_tier_summary_does_not_block_resume(results, capsys, tiny_sweep):
     rid = sorted(ResultsStore(results).finished())[0]
     (results / "runs" / f"{rid}.json").unlink()
     (results / "tiers" / "summary.csv").write_bytes(b"\xff\xfe\x00garbage\n\"unclosed\n")
-    assert sweep(results).run().finished == 1
+    assert tiny_sweep(results).run().finished == 1
     assert "summary.csv" in capsys.readouterr().err
 
 
@@ -54,10 +45,10 @@ def test_a_damaged_failure_record_is_named_not_fatal(results, capsys):
     assert main(["plot", str(results)]) == 0
 
 
-def test_stray_temporary_files_are_removed_at_the_next_sweep(results):
+def test_stray_temporary_files_are_removed_at_the_next_sweep(results, tiny_sweep):
     strays = [results / "runs" / ".abc.csv.4242.tmp", results / ".results.csv.x1y2.tmp", results / "tiers" / ".s.csv.9.tmp"]
     for p in strays:
         p.write_text("torn")
-    sweep(results).run()
+    tiny_sweep(results).run()
     assert not any(p.exists() for p in strays)
     assert json.loads((results / "rf2-results.json").read_text())["format"] >= 3

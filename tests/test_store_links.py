@@ -9,15 +9,6 @@ import pytest
 
 from rf2.cli import main
 from rf2.store import ResultsFormatError, ResultsStore, atomic_write
-from rf2.sweep import Sweep, SweepSpec
-
-BASE = {"dataset": "synthetic", "dataset_options": {"n_users": 120, "n_items": 50, "events_per_user": 10, "seed": 2},
-        "clients_per_round": 30}
-
-
-def small_sweep(out):
-    spec = SweepSpec(base=dict(BASE), mappings=("random",), optimizations=("exclude-lo",), seeds=(0,), noise_floor=False)
-    return Sweep(spec, out, progress=False, executor="inprocess")
 
 
 @pytest.fixture
@@ -27,12 +18,12 @@ def victim(tmp_path):
     return v
 
 
-def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path, victim):
+def test_a_planted_lock_symlink_is_refused_and_its_target_untouched(tmp_path, victim, tiny_sweep):
     out = tmp_path / "res"
     out.mkdir()
     (out / ".lock").symlink_to(victim)
     with pytest.raises(ResultsFormatError, match=r"\.lock.*symlink"):
-        small_sweep(out).run()
+        tiny_sweep(out).run()
     assert victim.read_text() == "precious\n"
 
 
@@ -53,9 +44,9 @@ def test_atomic_write_replaces_a_symlink_instead_of_writing_through_it(tmp_path,
 
 
 @pytest.mark.parametrize("entry", ["plots", "runs", "tiers", "results.csv", "rf2-results.json"])
-def test_symlinked_entries_are_refused_by_sweep_and_plot(tmp_path, capsys, entry):
+def test_symlinked_entries_are_refused_by_sweep_and_plot(tmp_path, capsys, entry, tiny_sweep):
     out = tmp_path / "res"
-    small_sweep(out).run()
+    tiny_sweep(out).run()
     elsewhere = tmp_path / "elsewhere"
     (out / entry).rename(elsewhere) if (out / entry).exists() else elsewhere.mkdir()
     (out / entry).symlink_to(elsewhere)
@@ -64,14 +55,14 @@ def test_symlinked_entries_are_refused_by_sweep_and_plot(tmp_path, capsys, entry
     err = capsys.readouterr().err
     assert entry in err and "symlink" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(ResultsFormatError, match="symlink"):
-        small_sweep(out).run()
+        tiny_sweep(out).run()
     after = sorted(p.name for p in elsewhere.iterdir()) if elsewhere.is_dir() else elsewhere.read_bytes()
     assert after == before  # nothing written through the link
 
 
-def test_symlinked_run_records_are_not_results(tmp_path):
+def test_symlinked_run_records_are_not_results(tmp_path, tiny_sweep):
     out = tmp_path / "res"
-    small_sweep(out).run()
+    tiny_sweep(out).run()
     store = ResultsStore(out)
     rid, _ = next(iter(store.finished().items()))
     rec = out / "runs" / f"{rid}.json"
