@@ -6,13 +6,17 @@ An :class:`InteractionDataset` is an interaction log plus side information:
     one row per (user, item) interaction, sorted by ``(user, timestamp, item)``:
     ``user`` (int32, ``0..n_users-1``), ``item`` (int32, ``0..n_items-1``), ``label`` (int8, 1 =
     click), ``timestamp`` (int64), ``is_test`` (bool, see :func:`rf2.data.split.temporal_split`),
-    and any event-level feature columns.
+    and any event-level feature columns. A leave-one-out dataset (:func:`rf2.data.split.leave_one_out`)
+    also has ``is_valid`` (bool): validation events, neither training nor test events.
 ``users`` / ``items``
     one row per user / item (index = id) with the encoded user / item features.
 ``item_sequences``
     multi-valued item features (e.g. genres) as 0-padded ``[n_items, maxlen]`` int arrays.
 ``schema``
     the model inputs, in order (:class:`rf2.data.schema.Schema`).
+``eval_negatives``
+    optional ``[n_users, k]`` item indices: each user's fixed evaluation negatives for sampled
+    (1 + k candidates) HR@K / NDCG@K, shared by validation and test (leave-one-out datasets only).
 
 In federated simulation a *client* is a user: it holds exactly its own events.
 """
@@ -44,6 +48,7 @@ class InteractionDataset:
     item_sequences: dict[str, np.ndarray] = field(default_factory=dict)
     description: str = ""
     source: str = ""  # where the raw files came from (path, package, URL)
+    eval_negatives: np.ndarray | None = None  # [n_users, k] sampled evaluation negatives (leave-one-out)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -79,9 +84,21 @@ class InteractionDataset:
         return self.events["is_test"].to_numpy()
 
     @cached_property
+    def is_valid(self) -> np.ndarray:
+        """Validation events (all False unless the dataset has an ``is_valid`` column)."""
+        if "is_valid" in self.events.columns:
+            return self.events["is_valid"].to_numpy()
+        return np.zeros(len(self.events), dtype=bool)
+
+    @cached_property
     def train_index(self) -> np.ndarray:
-        """Indices of training events, grouped by user (events are sorted by user)."""
-        return np.flatnonzero(~self.is_test)
+        """Indices of training events (neither test nor validation), grouped by user (events are
+        sorted by user)."""
+        return np.flatnonzero(~self.is_test & ~self.is_valid)
+
+    @cached_property
+    def valid_index(self) -> np.ndarray:
+        return np.flatnonzero(self.is_valid)
 
     @cached_property
     def history(self) -> ClickHistory:
@@ -111,8 +128,9 @@ class InteractionDataset:
             "items": self.n_items,
             "events": self.n_events,
             "click_rate": float(ev["label"].mean()) if len(ev) else float("nan"),
-            "train_events": int((~ev["is_test"]).sum()),
+            "train_events": int(self.train_index.size),
             "test_events": int(ev["is_test"].sum()),
+            **({"valid_events": int(self.valid_index.size)} if "is_valid" in ev.columns else {}),
             "users_with_train_events": int((self.train_counts > 0).sum()),
         }
 
@@ -133,6 +151,18 @@ class InteractionDataset:
                 raise DataFormatError(f"{self.name}: event column {col!r} must hold integers (no NaN), got dtype {ev[col].dtype}")
         if ev["is_test"].dtype != bool:
             raise DataFormatError(f"{self.name}: event column 'is_test' must be boolean, got dtype {ev['is_test'].dtype}")
+        if "is_valid" in ev.columns:
+            if ev["is_valid"].dtype != bool:
+                raise DataFormatError(f"{self.name}: event column 'is_valid' must be boolean, got dtype {ev['is_valid'].dtype}")
+            if (ev["is_valid"].to_numpy() & ev["is_test"].to_numpy()).any():
+                raise DataFormatError(f"{self.name}: an event cannot be both a validation and a test event")
+        if self.eval_negatives is not None:
+            neg = np.asarray(self.eval_negatives)
+            if neg.ndim != 2 or neg.shape[0] != self.n_users or not _is_integral(neg):
+                raise DataFormatError(f"{self.name}: eval_negatives must be an integer [n_users={self.n_users}, k] array, "
+                                      f"got shape {neg.shape}")
+            if neg.size and (neg.min() < 0 or neg.max() >= self.n_items):
+                raise DataFormatError(f"{self.name}: eval_negatives must be item indices in [0, {self.n_items})")
         user, item = ev["user"].to_numpy(), ev["item"].to_numpy()
         if user.min() < 0 or user.max() >= self.n_users:
             raise DataFormatError(f"{self.name}: event user ids must lie in [0, {self.n_users}); got {user.min()}..{user.max()}")

@@ -33,6 +33,7 @@ from .fetch import DataSpec, PackagedCopy, RemoteArchive, locate
 from .fetch import verify as verify_files
 from .rated_log import HISTORY_MAXLEN, TEST_FRACTION, build_rated_log
 from .schema import SparseFeature
+from .split import LOO_MIN_INTERACTIONS, check_split, leave_one_out
 
 #: Genre names in the order of GroupLens' ``u.genre`` (index = flag column in ``u.item``).
 GENRES = (
@@ -335,6 +336,9 @@ def check_options(
     test_fraction: float = TEST_FRACTION,
     history_maxlen: int = HISTORY_MAXLEN,
     verify: bool = True,
+    split: str = "temporal",
+    min_interactions: int = LOO_MIN_INTERACTIONS,
+    seed: int = 0,
 ) -> None:
     """Check the options of :func:`load_ml100k` without reading anything (``ValueError`` naming
     the option and its allowed values)."""
@@ -350,6 +354,9 @@ def check_options(
         raise ValueError(f"test_fraction must be a number in [0, 1), got {test_fraction!r}")
     if not isinstance(history_maxlen, numbers.Integral) or isinstance(history_maxlen, bool) or history_maxlen < 1:
         raise ValueError(f"history_maxlen must be an integer >= 1, got {history_maxlen!r}")
+    check_split(split, min_interactions)
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
 
 
 def load_ml100k(
@@ -359,19 +366,32 @@ def load_ml100k(
     test_fraction: float = TEST_FRACTION,
     history_maxlen: int = HISTORY_MAXLEN,
     verify: bool = True,
+    split: str = "temporal",
+    min_interactions: int = LOO_MIN_INTERACTIONS,
+    seed: int = 0,
 ) -> InteractionDataset:
     """MovieLens-100K (943 users, 1,682 movies, 100,000 ratings), RF² preprocessing.
+
+    ``split="temporal"`` (default): RF²'s per-user temporal split (``test_fraction``).
+    ``split="leave-one-out"``: FedEM's implicit protocol (:func:`rf2.data.split.leave_one_out`):
+    every rating a positive, users with fewer than ``min_interactions`` ratings dropped (none in
+    ML-100K at 10), newest rating by (timestamp, item) -> test, second newest -> validation, and 99
+    evaluation negatives per user drawn with ``seed`` (``click_threshold`` and ``test_fraction``
+    are then unused).
 
     ``verify`` checks the files against their pinned sha256 before reading (a truncated or
     modified copy is an error); ``verify=False`` reads a modified copy on purpose. A file that
     does not have the GroupLens format is a :class:`DataFormatError` naming it.
     """
-    check_options(path, download, click_threshold, test_fraction, history_maxlen, verify)
+    check_options(path, download, click_threshold, test_fraction, history_maxlen, verify, split, min_interactions, seed)
     found = locate(ML100K, path=path, download=download)
     if verify:
         verify_files(found, ("ml-100k.inter", "ml-100k.user", "ml-100k.item") if found.kind == "recbole" else ML100K.files)
     raw = read_ml100k_recbole(found.path) if found.kind == "recbole" else read_ml100k_files(found.path)
-    return build_movielens(raw, "ml-100k", click_threshold, test_fraction, history_maxlen, source=found.origin)
+    ds = build_movielens(raw, "ml-100k", click_threshold, test_fraction, history_maxlen, source=found.origin)
+    if split == "leave-one-out":
+        ds = leave_one_out(ds, min_interactions, seed=seed, order="timestamp")
+    return ds
 
 
 #: lets :class:`rf2.config.RunConfig` check dataset options when a config is made

@@ -34,6 +34,7 @@ from .loading import ZipRelease, check_files, codes_in, event_order, locate_pinn
 from .loading import read_dat_numeric, sorted_unique, split_counts
 from .rated_log import HISTORY_MAXLEN, TEST_FRACTION, build_rated_log, check_unique_pairs
 from .schema import Schema, SequenceFeature, SparseFeature
+from .split import LOO_MIN_INTERACTIONS, check_split, leave_one_out
 
 URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
 #: Genres in the order of the ML-1M README (code = index + 1; 0 pads).
@@ -176,18 +177,25 @@ def load_ml1m(
     test_fraction: float = TEST_FRACTION,
     history_maxlen: int = HISTORY_MAXLEN,
     verify: bool = True,
+    split: str = "temporal",
+    min_interactions: int = LOO_MIN_INTERACTIONS,
+    seed: int = 0,
 ) -> InteractionDataset:
     """MovieLens-1M (6,040 users, 3,883 movies, 1,000,209 ratings), RF² preprocessing (RF² §5.1;
     see the module docstring; 90/10 temporal split and a 10-click history by
-    default, as the RF² authors' simulator). ``verify`` checks the pinned sha256 of ``users.dat``/``movies.dat``
+    default, as the RF² authors' simulator). ``split="leave-one-out"``: FedEM's implicit protocol
+    instead (:func:`rf2.data.split.leave_one_out`: every rating a positive, users with fewer than
+    ``min_interactions`` ratings dropped, newest by (timestamp, item) -> test, second newest ->
+    validation, 99 evaluation negatives per user drawn with ``seed``). ``verify`` checks the pinned sha256 of ``users.dat``/``movies.dat``
     and warns that ``ratings.dat`` has none; ``download=True`` fetches ``ml-1m.zip`` from GroupLens
     (md5-checked) when no copy is found."""
+    check_split(split, min_interactions)
     found = locate_pinned(ML1M, ML1M_SHA256, path=path, download=download, release=ML1M_RELEASE)
     check_files(found, ML1M.files, verify, _UNPINNED)
     ratings = read_ratings(found.path / "ratings.dat")
     users = read_users(found.path / "users.dat")
     item_ids, genres = read_movies(found.path / "movies.dat")
-    return build_rated_log(
+    ds = build_rated_log(
         "ml-1m",
         ratings,
         user_ids=users["user_raw"].to_numpy(), item_ids=item_ids,
@@ -197,6 +205,9 @@ def load_ml1m(
         history_maxlen=history_maxlen, users_listed_in="users.dat", items_listed_in="movies.dat",
         source=found.origin,
     )
+    if split == "leave-one-out":
+        ds = leave_one_out(ds, min_interactions, seed=seed, order="timestamp")
+    return ds
 
 
 # -- ml-1m-implicit: HeteFedRec's protocol ------------------------------------------------------------------------
@@ -235,8 +246,18 @@ def load_ml1m_implicit(
     history: bool = False,
     history_maxlen: int = 50,
     verify: bool = True,
+    split: str = "random",
+    min_interactions: int = LOO_MIN_INTERACTIONS,
 ) -> InteractionDataset:
     """MovieLens-1M as implicit feedback, HeteFedRec's protocol (Yuan et al. 2024, §V-A).
+
+    ``split="random"`` (default) is HeteFedRec's protocol below. ``split="leave-one-out"`` is
+    FedEM's instead (:func:`rf2.data.split.leave_one_out`): there is no time in this copy, so
+    **file order** stands in for it: each user's last pair in the file (``interactions.csv.gz`` or
+    ``ratings.dat``, the same order) -> test, the one before -> validation, the rest -> train
+    (``timestamp`` = the pair's position among the user's pairs in the file, so there are no ties);
+    users with fewer than ``min_interactions`` pairs dropped; no training negatives in the data
+    (``negatives`` and ``test_fraction`` unused); 99 evaluation negatives per user drawn with ``seed``.
 
     * **positives**: every (user, movie) pair of the log (1,000,209; 6,040 users; the 3,706 movies
       with at least one rating are the items);
@@ -268,6 +289,7 @@ def load_ml1m_implicit(
         raise ValueError(f"history_maxlen must be >= 1, got {history_maxlen}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    check_split(split, min_interactions, ("random", "leave-one-out"))
     found, kind = _find_implicit(path, download)
     if kind == "implicit":
         check_files(found, ML1M_IMPLICIT.files, verify)
@@ -282,7 +304,8 @@ def load_ml1m_implicit(
     return build_implicit(
         "ml-1m-implicit", pairs["user_raw"], pairs["item_raw"], users, movie_ids, movie_genres,
         negatives=negatives, test_fraction=test_fraction, seed=seed, history=history,
-        history_maxlen=history_maxlen, log_name=where, source=f"{found.origin} ({where})",
+        history_maxlen=history_maxlen, log_name=where, source=f"{found.origin} ({where})", split=split,
+        min_interactions=min_interactions,
     )
 
 
@@ -300,8 +323,14 @@ def build_implicit(
     history_maxlen: int = 50,
     log_name: str = "the log",
     source: str = "",
+    split: str = "random",
+    min_interactions: int = LOO_MIN_INTERACTIONS,
 ) -> InteractionDataset:
-    """HeteFedRec's implicit protocol on raw (user, movie) pairs (see :func:`load_ml1m_implicit`)."""
+    """HeteFedRec's implicit protocol on raw (user, movie) pairs (see :func:`load_ml1m_implicit`),
+    or with ``split="leave-one-out"`` FedEM's, in file order."""
+    loo = split == "leave-one-out"
+    if loo:
+        negatives = 0
     if len(user_raw) == 0:
         raise DataFormatError(f"{name}: {log_name} holds no interactions")
     user_ids = users["user_raw"].to_numpy()
@@ -326,13 +355,16 @@ def build_implicit(
         raise DataFormatError(f"{name}: a user interacted with every item: no negatives can be sampled")
 
     rng = np.random.default_rng(seed)
-    shuffle = np.lexsort((rng.random(n), user))  # each user's positives in a random order
+    if loo:  # each user's positives in file order
+        shuffle = np.argsort(user, kind="stable")
+    else:  # each user's positives in a random order
+        shuffle = np.lexsort((rng.random(n), user))
     u = user[shuffle]
     pos_item = item[shuffle]
     rank = np.arange(n, dtype=np.int64) - starts[u]
     n_train = counts - split_counts(counts, test_fraction)
     is_test = rank >= n_train[u]
-    ts = np.minimum(rank, n_train[u])
+    ts = rank if loo else np.minimum(rank, n_train[u])
 
     if negatives:
         # r-th item the user never interacted with = r + #{k : P[k] - k <= r}, P = the user's sorted positives
@@ -370,7 +402,7 @@ def build_implicit(
         features.append(SequenceFeature("hist_movie_id", n_items + 1, history_maxlen, "history",
                                         embedding_name="movie_id", length_name="hist_length"))
     features += [SparseFeature("movie_id", n_items + 1, "item"), SequenceFeature("genres", len(GENRES) + 1, MAX_GENRES, "item")]
-    return InteractionDataset(
+    ds = InteractionDataset(
         name=name,
         events=events,
         users=user_table,
@@ -383,6 +415,14 @@ def build_implicit(
             f"split (seed {seed}); features user id, age, gender, occupation"
             + (f", last {history_maxlen} training positives" if history else "")
             + "; movie id, genres; timestamp = pseudo-time (rank in the user's random order)"
+        ) if not loo else (
+            "MovieLens-1M implicit feedback: every rating is a positive; features user id, age, gender, occupation"
+            + (f", last {history_maxlen} training positives" if history else "")
+            + "; movie id, genres; timestamp = pseudo-time (position of the pair among the user's pairs in "
+            f"{log_name}: file order)"
         ),
         source=source,
     )
+    if loo:
+        ds = leave_one_out(ds, min_interactions, seed=seed, order=f"file order of {log_name} (no timestamps)")
+    return ds

@@ -25,7 +25,7 @@ from scipy.special import expit
 
 from .dataset import InteractionDataset
 from .schema import DenseFeature, Schema, SequenceFeature, SparseFeature
-from .split import temporal_split
+from .split import LOO_MIN_INTERACTIONS, check_split, leave_one_out, temporal_split
 
 
 def make_synthetic(
@@ -43,8 +43,14 @@ def make_synthetic(
     history_maxlen: int = 50,
     user_id: bool = False,
     seed: int = 0,
+    split: str = "temporal",
+    min_interactions: int = LOO_MIN_INTERACTIONS,
 ) -> InteractionDataset:
-    """Generate the synthetic dataset (see the module docstring)."""
+    """Generate the synthetic dataset (see the module docstring). ``split="leave-one-out"``:
+    FedEM's implicit protocol instead of the temporal split (:func:`rf2.data.split.leave_one_out`;
+    every event a positive, users below ``min_interactions`` dropped, 99 evaluation negatives per
+    user drawn with ``seed``)."""
+    check_split(split, min_interactions)
     _check(n_users >= 1, "n_users", n_users, ">= 1")
     _check(n_items >= 2, "n_items", n_items, ">= 2")
     _check(min_events >= 1, "min_events", min_events, ">= 1")
@@ -142,7 +148,7 @@ def make_synthetic(
         SequenceFeature("categories", n_clusters + 1, 2, "item"),
         DenseFeature("log_price", "item"),
     ))
-    return InteractionDataset(
+    ds = InteractionDataset(
         name="synthetic",
         events=events,
         users=users,
@@ -155,6 +161,9 @@ def make_synthetic(
         ),
         source="generated",
     )
+    if split == "leave-one-out":
+        ds = leave_one_out(ds, min_interactions, seed=seed, order="timestamp")
+    return ds
 
 
 def _check(ok: bool, name: str, value, rule: str) -> None:
