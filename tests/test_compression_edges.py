@@ -133,3 +133,12 @@ def test_background_of_unquantised_and_flat_clients_is_exactly_zero():
         # client 0: range [-1, 1] on 4 points -1, -1/3, 1/3, 1: a zero rounds to -1/3 or 1/3, each half the time
         assert bg.step[0].item() == pytest.approx(2 / 3) and bg.low[0].item() == pytest.approx(-1 / 3)
         assert bg.p_up[0].item() == pytest.approx(0.5)
+
+
+def test_range_of_an_empty_parameter_is_zero():
+    from optimizations.compression import tensor_ranges
+
+    u = updates({"empty": torch.zeros(2, 0), "w": torch.tensor([[-1.0], [2.0]])})
+    r = tensor_ranges(u)
+    assert [t.tolist() for t in r["empty"]] == [[0.0, 0.0], [0.0, 0.0]]
+    assert [t.tolist() for t in r["w"]] == [[-1.0, 2.0], [-1.0, 2.0]]
