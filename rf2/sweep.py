@@ -117,7 +117,7 @@ class SweepSpec:
 
 #: settings added after rf2 0.1: left out of a run's id while at their default, so the ids (and
 #: finished runs) of existing results directories stay valid.
-LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate")
+LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate", "sampled_k")
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -227,7 +227,8 @@ class Sweep:
                 finally:
                     bar.close()
                     executor.close()
-                    if interrupted and done:  # Ctrl-C, SIGTERM or an error: the tables of what finished
+                    if interrupted:  # Ctrl-C, SIGTERM or an error: the tables of what finished (a run may be
+                        # committed just before the signal lands, before `done` counts it)
                         try:
                             self.store.write_tables()
                         except Exception:  # noqa: BLE001 -- the interrupt's own error is the one to report

@@ -427,7 +427,8 @@ def floor_test(cell_reps: np.ndarray, floor_reps: np.ndarray, level: float = 0.9
     ``p_within``, the share of replicates in which the cell does not exceed the floor."""
     if cell_reps is None or floor_reps is None or len(cell_reps) != len(floor_reps):
         return NO_FLOOR, float("nan")
-    d = np.asarray(cell_reps, dtype=float) - np.asarray(floor_reps, dtype=float)
+    with np.errstate(invalid="ignore"):  # a replicate without a value (a tier with one class) is dropped
+        d = np.asarray(cell_reps, dtype=float) - np.asarray(floor_reps, dtype=float)
     d = d[np.isfinite(d)]
     if d.size == 0:
         return NO_SCORES, float("nan")
