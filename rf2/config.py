@@ -59,6 +59,8 @@ class RunConfig:
     ranking_k: int = _f(0, "also rank every item per user: NDCG@K and Recall@K per tier (0: off; HeteFedRec: 20)")
     ranking_exclude: str = _f("train", "items left out of a user's ranking: train (all its training items) | "
                                        "train_clicks (training clicks only) | none")
+    sampled_k: int = _f(0, "leave-one-out datasets (split = 'leave-one-out'): HR@K and NDCG@K of each user's test item "
+                           "among it + its 99 evaluation negatives, ties against it (0: off; FedEM: 10)")
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine", "client_optimizer",
@@ -78,7 +80,7 @@ class RunConfig:
 
         if not 2 <= self.n_tiers <= MAX_TIERS:
             raise ValueError(f"config: n_tiers must be an integer in [2, {MAX_TIERS}] (RF²: 3), got {self.n_tiers}")
-        for name in ("seed", "replicate", "max_rounds", "ranking_k"):
+        for name in ("seed", "replicate", "max_rounds", "ranking_k", "sampled_k"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 hint = " (0 = no limit)" if name == "max_rounds" else ""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import resource
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -169,6 +170,19 @@ class Simulation:
         if config.ranking_k and self.private_dense:
             raise ValueError("ranking_k: full-ranking evaluation supports private embedding tables only, not private "
                              f"dense parameters {sorted(self.private_dense)}; set ranking_k = 0")
+        if config.sampled_k:
+            if self.dataset.eval_negatives is None:
+                raise ValueError(f"sampled_k: dataset {config.dataset!r} has no evaluation negatives; sampled HR/NDCG "
+                                 "needs a leave-one-out dataset (dataset option split = 'leave-one-out')")
+            if self.private_dense:
+                raise ValueError("sampled_k: sampled evaluation supports private embedding tables only, not private "
+                                 f"dense parameters {sorted(self.private_dense)}; set sampled_k = 0")
+        if self.dataset.eval_negatives is not None and (self.dataset.label[self.dataset.train_index] == 1).all():
+            # hook for issue 13 §1: FedEM re-draws 4 training negatives per positive every round
+            # (fedem-method.md §2.7); until the engine does, a leave-one-out dataset trains on positives only
+            warnings.warn(f"dataset {config.dataset!r} (leave-one-out) has no training negatives: every training "
+                          "label is 1, so the model can only learn that everything is a click (per-round training "
+                          "negatives are not implemented yet)", stacklevel=2)
         self.full_bits = 32.0 * sum(p.numel() for k, p in self.params.items() if k not in self.private)
         T = self.tiers.n_tiers
         self.cost = {"upload_bits": np.zeros(T), "compute_s": np.zeros(T), "participations": np.zeros(T, dtype=np.int64),
@@ -373,9 +387,26 @@ class Simulation:
                                        exclude=self.config.ranking_exclude, progress=self.progress)
             ranking = ranking_frame(per_user, self.tiers.tier, self.tiers.names)
             metrics = TierMetrics(pd.concat([metrics.frame, ranking], ignore_index=True), metrics.tier_names)
+        if self.config.sampled_k:
+            metrics, per_user = self._with_sampled(metrics, per_user)
         self.eval_scores = EvalScores.from_run(users, self.tiers.tier[users], ds.label[idx], logits, self.tiers.names,
                                                self.tiers.tier, per_user)
         return metrics
+
+    def _with_sampled(self, metrics: TierMetrics, per_user: pd.DataFrame | None) -> tuple[TierMetrics, pd.DataFrame]:
+        """``metrics`` plus the leave-one-out ``loo_hr@K`` / ``loo_ndcg@K`` rows (each user's test
+        item among it + its evaluation negatives, ties against it; :mod:`rf2.evaluation.sampled`),
+        and the per-user frame for :class:`EvalScores` (joined to the full-ranking one, if any).
+        Only the test set is scored: validation curves and selection by validation (issue 13 §3)
+        are not done."""
+        from rf2.evaluation.sampled import sampled_by_user, sampled_frame
+
+        sampled = sampled_by_user(self.model, self.dataset, self.encoder, k=self.config.sampled_k)
+        frame = sampled_frame(sampled, self.tiers.tier, self.tiers.names)
+        metrics = TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names)
+        if per_user is not None:
+            sampled = per_user.join(sampled.drop(columns="n_relevant"), how="outer")
+        return metrics, sampled
 
 
 def run(config: RunConfig, **kw) -> RunResult:

@@ -9,7 +9,7 @@ The federated schedule is kept: a client is "selected" once per epoch and then t
 starts fresh each time, as in federated training). Because clients never influence each other,
 rf2 trains them in groups instead of round by round: the clients of each first-epoch round train
 all ``epochs`` of their rounds back to back, are scored on their own test events (and, with
-``ranking_k``, rank the whole catalogue) with their own model, and are then dropped. Memory stays
+``ranking_k``, rank the whole catalogue; with ``sampled_k``, score their leave-one-out candidates) with their own model, and are then dropped. Memory stays
 that of one federated round (a client's model is kept only as its touched table rows and its
 dense parameters). The result equals training every client through the schedule and keeping
 every model until the end (``tests/test_standalone.py`` checks it against a plain loop).
@@ -36,6 +36,7 @@ from rf2.clients.reference import table_index_columns
 from rf2.evaluation import TierMetrics, tier_metrics
 from rf2.evaluation.scores import EvalScores
 from rf2.evaluation.ranking import _csr, ranking_by_user, ranking_frame, ranking_from_scores, relevant_and_excluded
+from rf2.evaluation.sampled import candidates, sampled_frame, sampled_from_scores, score_candidates
 
 if TYPE_CHECKING:
     from rf2.simulation import RunResult, Simulation
@@ -86,6 +87,11 @@ def run_standalone(sim: "Simulation") -> "RunResult":
         has_relevant = np.diff(sets[0][0]) > 0
         all_items = np.arange(ds.n_items, dtype=np.int64)
         ranking = []
+    if cfg.sampled_k:  # each user's test item + its evaluation negatives (rf2.evaluation.sampled)
+        cand_users, cand_items = candidates(ds)
+        cand_row = np.full(ds.n_users, -1, dtype=np.int64)
+        cand_row[cand_users] = np.arange(cand_users.size)
+        cand_scores = np.full(cand_items.shape, np.nan, dtype=np.float32)
     scored = np.zeros(ds.n_users, dtype=bool)
     log = []
     T = sim.tiers.n_tiers
@@ -137,6 +143,9 @@ def run_standalone(sim: "Simulation") -> "RunResult":
                 if ranking is not None and has_relevant[c]:
                     ranked.append(c)
                     scores.append(model(sim.encoder.encode_pairs(np.full(ds.n_items, c), all_items)).numpy())
+                if cfg.sampled_k and cand_row[c] >= 0:
+                    its = cand_items[cand_row[c]]
+                    cand_scores[cand_row[c]] = model(sim.encoder.encode_pairs(np.full(its.size, c), its)).numpy()
             scored[c] = True
         if ranked:
             ranking.append(ranking_from_scores(np.array(ranked), np.stack(scores), ds.n_items, cfg.ranking_k, sets))
@@ -154,15 +163,28 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     if ranking is not None and (~scored).any():
         ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=np.flatnonzero(~scored), sets=sets,
                                        exclude=cfg.ranking_exclude))
+    if cfg.sampled_k:
+        rest_rows = cand_row[np.flatnonzero(~scored)]
+        rest_rows = rest_rows[rest_rows >= 0]
+        if rest_rows.size:
+            cand_scores[rest_rows] = score_candidates(model, ds, sim.encoder, cand_users[rest_rows], cand_items[rest_rows])
     if not np.isfinite(logits).all():
         raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} test predictions are not finite")
     metrics = tier_metrics(ds.label[test], logits, sim.tiers.tier[test_users], test_users, sim.tiers.names)
     per_user = pd.concat(ranking) if ranking is not None else None
-    scores = EvalScores.from_run(test_users, sim.tiers.tier[test_users], ds.label[test], logits, sim.tiers.names,
-                                 sim.tiers.tier, per_user)
+    if cfg.sampled_k:
+        if not np.isfinite(cand_scores).all():
+            raise DivergenceError(f"{int((~np.isfinite(cand_scores)).sum())} candidate scores are not finite")
+        sampled = sampled_from_scores(cand_users, cand_scores, cfg.sampled_k)
     if ranking is not None:
         frame = ranking_frame(per_user, sim.tiers.tier, sim.tiers.names)
         metrics = TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names)
+    if cfg.sampled_k:
+        frame = sampled_frame(sampled, sim.tiers.tier, sim.tiers.names)
+        metrics = TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names)
+        per_user = sampled if per_user is None else per_user.join(sampled.drop(columns="n_relevant"), how="outer")
+    scores = EvalScores.from_run(test_users, sim.tiers.tier[test_users], ds.label[test], logits, sim.tiers.names,
+                                 sim.tiers.tier, per_user)
     rounds = pd.DataFrame(log).sort_values("round", kind="stable").reset_index(drop=True)
     metrics = sim._with_costs(metrics, rounds)
     eval_s += time.perf_counter() - te

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from rf2.data import InteractionDataset, Schema, SparseFeature, load_dataset
 from rf2.data.split import TEST, TRAIN, VALID, leave_one_out, leave_one_out_split, sample_eval_negatives
@@ -136,3 +137,157 @@ def test_ml1m_implicit_file_order():
     assert first_user == 1
     assert raw_ids[movie[ds.item[ds.test_index[u]]] - 1] == mine[-1]
     assert raw_ids[movie[ds.item[ds.valid_index[u]]] - 1] == mine[-2]
+
+
+# -- sampled HR@K / NDCG@K ---------------------------------------------------------------------------------
+from rf2.evaluation.sampled import (  # noqa: E402
+    hit_and_ndcg, sampled_by_user, sampled_frame, sampled_from_scores, sampled_rank,
+)
+
+
+def test_rank_ties_count_against_the_positive():
+    pos = np.array([0.5, 0.5, 2.0, -1.0])
+    neg = np.array([[0.1, 0.2, 0.3],    # all below: rank 1
+                    [0.5, 0.5, 0.9],    # two ties + one above: rank 4 (ties against), 2 (ties for)
+                    [2.0, 2.0, 2.0],    # all tied: rank 4 (against), 1 (for)
+                    [0.0, 1.0, -2.0]])  # two above: rank 3
+    assert sampled_rank(pos, neg).tolist() == [1, 4, 4, 3]
+    assert sampled_rank(pos, neg, ties="for").tolist() == [1, 2, 1, 3]
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        sampled_rank([np.nan], [[0.0]])
+    with pytest.raises(ValueError, match="ties must be one of"):
+        sampled_rank(pos, neg, ties="average")
+
+
+def test_hr_ndcg_by_hand():
+    hr, ndcg = hit_and_ndcg(np.array([1, 2, 3, 4]), k=3)
+    assert hr.tolist() == [1, 1, 1, 0]
+    assert np.allclose(ndcg, [1.0, 1 / np.log2(3), 0.5, 0.0])
+    # scores: column 0 is the positive
+    s = np.array([[0.9, 0.1, 0.2, 0.3],   # rank 1
+                  [0.2, 0.2, 0.1, 0.0],   # tie with one negative: rank 2
+                  [0.0, 0.1, 0.2, 0.3]])  # rank 4
+    f = sampled_from_scores([4, 7, 9], s, k=[1, 2])
+    assert f.index.tolist() == [4, 7, 9] and (f["n_relevant"] == 1).all()
+    assert f["loo_hr@1"].tolist() == [1, 0, 0] and f["loo_hr@2"].tolist() == [1, 1, 0]
+    assert np.allclose(f["loo_ndcg@2"], [1.0, 1 / np.log2(3), 0.0])
+    assert np.allclose(f["loo_ndcg@1"], [1.0, 0.0, 0.0])
+
+
+def test_per_tier_frame_shape_and_means():
+    per_user = pd.DataFrame({"n_relevant": [1, 1, 1, 1], "loo_hr@10": [1.0, 0.0, 1.0, 1.0],
+                             "loo_ndcg@10": [1.0, 0.0, 0.5, 0.25]}, index=pd.Index([0, 1, 2, 3], name="user"))
+    tier_of_user = np.array([0, 0, 1, 2, 2])  # user 4 (tier 2) not evaluated
+    f = sampled_frame(per_user, tier_of_user, ("low", "mid", "high"))
+    assert list(f.columns) == ["tier", "metric", "value", "n_events", "n_users"]
+    assert len(f) == 4 * 2 and f["tier"].unique().tolist() == ["low", "mid", "high", "overall"]
+    v = f.set_index(["tier", "metric"])["value"]
+    assert v["low", "loo_hr@10"] == 0.5 and v["mid", "loo_ndcg@10"] == 0.5 and v["high", "loo_ndcg@10"] == 0.25
+    assert v["overall", "loo_ndcg@10"] == pytest.approx(1.75 / 4)
+    assert f.set_index(["tier", "metric"])["n_users"]["high", "loo_hr@10"] == 1
+    from rf2.evaluation import TierMetrics, mdac, relative_change
+
+    base = TierMetrics(f, ("low", "mid", "high"))
+    better = f.copy()
+    better.loc[(better["tier"] == "low") & (better["metric"] == "loo_hr@10"), "value"] = 0.75
+    rc = relative_change(TierMetrics(better, base.tier_names), base, metric="loo_hr@10")
+    assert rc["low"] == pytest.approx(0.5) and rc["mid"] == 0 and rc["high"] == 0
+    assert mdac(TierMetrics(better, base.tier_names), base, metric="loo_hr@10") == pytest.approx(0.5)
+
+
+class ItemIdModel(torch.nn.Module):
+    """Scores a pair by its item_id feature: a known ranking for the oracle test."""
+
+    def __init__(self, col: int):
+        super().__init__()
+        self.col = col
+
+    def forward(self, x):
+        return x[:, self.col].float()
+
+
+def test_sampled_by_user_against_item_id_oracle():
+    ds = leave_one_out(tiny_log(), min_interactions=3, seed=2)
+    model = ItemIdModel(ds.schema.columns["item_id"][0])
+    f = sampled_by_user(model, ds, k=[1, 10])
+    for split, frame in (("test", f), ("valid", sampled_by_user(model, ds, k=[1, 10], split="valid"))):
+        idx = ds.test_index if split == "test" else ds.valid_index
+        for u, pos in zip(ds.user[idx], ds.item[idx]):
+            rank = 1 + int((ds.eval_negatives[u] >= pos).sum())  # item_id = item + 1: same order
+            assert frame.loc[u, "loo_hr@10"] == float(rank <= 10)
+            assert frame.loc[u, "loo_ndcg@10"] == pytest.approx(1 / np.log2(1 + rank) if rank <= 10 else 0.0)
+
+
+def test_sampled_needs_a_leave_one_out_dataset(synth):
+    with pytest.raises(ValueError, match="no evaluation negatives"):
+        sampled_by_user(ItemIdModel(0), synth)
+
+
+# -- end to end ---------------------------------------------------------------------------------------------
+LOO_DS = {"n_users": 120, "n_items": 250, "events_per_user": 25, "history_maxlen": 8, "split": "leave-one-out"}
+
+
+def _run(**kw):
+    from rf2.config import RunConfig
+    from rf2.simulation import Simulation
+
+    cfg = RunConfig(dataset="synthetic", dataset_options=LOO_DS, clients_per_round=20, max_rounds=2, **kw)
+    with pytest.warns(UserWarning, match="no training negatives"):
+        sim = Simulation(cfg, progress=False)
+    return sim, sim.run()
+
+
+def test_end_to_end_sampled_metrics_and_scores():
+    from rf2.evaluation.scores import EvalScores
+    from rf2.evaluation.uncertainty import resampler
+
+    sim, res = _run(sampled_k=10, ranking_k=5)
+    f = res.metrics.frame
+    rows = f[f["metric"].isin(["loo_hr@10", "loo_ndcg@10"])]
+    assert len(rows) == 2 * (3 + 1) and np.isfinite(rows["value"]).all()
+    assert (rows["value"].between(0, 1)).all()
+    n = sim.dataset.n_users
+    assert rows.loc[rows["tier"] == "overall", "n_users"].tolist() == [n, n]
+    # the run's tidy rows equal the per-user values re-averaged, and the scores carry them for intervals
+    es = EvalScores.from_bytes(res.scores.to_bytes())
+    assert {"loo_hr@10", "loo_ndcg@10", "ndcg@5", "recall@5"} <= set(es.metrics)
+    assert es.ranking_user.size == n and np.isfinite(es.ranking["loo_hr@10"]).all()
+    overall = rows.set_index(["tier", "metric"])["value"]
+    assert es.ranking["loo_hr@10"].mean() == pytest.approx(overall["overall", "loo_hr@10"], rel=1e-6)
+    r = resampler(es, "loo_ndcg@10")
+    assert np.allclose(r.values()[-1], overall["overall", "loo_ndcg@10"], rtol=1e-6)
+    counts = np.random.default_rng(0).multinomial(r.n_units, np.full(r.n_units, 1 / r.n_units), size=5)
+    assert np.isfinite(r.values(counts)).all()
+
+
+def test_sampled_k_needs_eval_negatives():
+    from rf2.config import RunConfig
+    from rf2.simulation import Simulation
+
+    cfg = RunConfig(dataset="synthetic", dataset_options={"n_users": 40}, max_rounds=1, sampled_k=10)
+    with pytest.raises(ValueError, match="sampled_k: dataset 'synthetic' has no evaluation negatives"):
+        Simulation(cfg, progress=False)
+    with pytest.raises(ValueError, match="sampled_k must be an integer >= 0"):
+        RunConfig(sampled_k=-1)
+
+
+def test_standalone_scores_candidates_with_each_clients_model():
+    from rf2.config import RunConfig
+    from rf2.evaluation.sampled import candidates, sampled_from_scores
+    from rf2.simulation import Simulation
+
+    cfg = RunConfig(dataset="synthetic", dataset_options=LOO_DS, optimization="standalone", clients_per_round=20,
+                    sampled_k=10)
+    with pytest.warns(UserWarning, match="no training negatives"):
+        sim = Simulation(cfg, progress=False)
+    res = sim.run()
+    f = res.metrics.frame
+    rows = f[f["metric"] == "loo_hr@10"]
+    assert len(rows) == 4 and np.isfinite(rows["value"]).all()
+    assert res.scores.ranking["loo_hr@10"].size == sim.dataset.n_users
+    # the untrained global model gives other scores than the clients' own models
+    users, items = candidates(sim.dataset)
+    from rf2.evaluation.sampled import score_candidates
+
+    theta0 = sampled_from_scores(users, score_candidates(sim.model, sim.dataset, sim.encoder, users, items), 10)
+    assert not np.allclose(theta0["loo_ndcg@10"].to_numpy(), res.scores.ranking["loo_ndcg@10"])
