@@ -19,6 +19,8 @@ def _f(default, help: str, **kw):
 
 
 ENGINES = ("batched", "reference")
+#: which round's model is evaluated on test (``select_by``)
+SELECT_BY = ("last", "valid")
 #: upper bounds that keep a typo (``epochs = 1000000000``) from running for ever: far above any
 #: published protocol (RF²: 1 epoch, 1 step; HeteFedRec: 20 epochs)
 MAX_EPOCHS = 10_000
@@ -61,10 +63,14 @@ class RunConfig:
                                        "train_clicks (training clicks only) | none")
     sampled_k: int = _f(0, "leave-one-out datasets (split = 'leave-one-out'): HR@K and NDCG@K of each user's test item "
                            "among it + its 99 evaluation negatives, ties against it (0: off; FedEM: 10)")
+    valid_every: int = _f(0, "with sampled_k: validation HR/NDCG every N rounds and after the last, a curve in the rounds "
+                             "table (0: off)")
+    select_by: str = _f("last", "model evaluated on test: last (the final round) | valid (the round with the best "
+                                "validation HR@sampled_k; needs valid_every)")
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine", "client_optimizer",
-                     "ranking_exclude"):
+                     "ranking_exclude", "select_by"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise ValueError(f"config: {name} must be a string, got {v!r}")
@@ -80,7 +86,7 @@ class RunConfig:
 
         if not 2 <= self.n_tiers <= MAX_TIERS:
             raise ValueError(f"config: n_tiers must be an integer in [2, {MAX_TIERS}] (RF²: 3), got {self.n_tiers}")
-        for name in ("seed", "replicate", "max_rounds", "ranking_k", "sampled_k"):
+        for name in ("seed", "replicate", "max_rounds", "ranking_k", "sampled_k", "valid_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 hint = " (0 = no limit)" if name == "max_rounds" else ""
@@ -94,6 +100,12 @@ class RunConfig:
         from rf2.clients.optim import CLIENT_OPTIMIZERS
         from rf2.evaluation.ranking import EXCLUDE_CHOICES
 
+        if self.select_by not in SELECT_BY:
+            raise ValueError(f"config: select_by must be one of {SELECT_BY}, got {self.select_by!r}")
+        if self.valid_every and not self.sampled_k:
+            raise ValueError("config: valid_every needs sampled_k >= 1 (validation HR/NDCG are sampled metrics)")
+        if self.select_by == "valid" and not self.valid_every:
+            raise ValueError("config: select_by = 'valid' needs valid_every >= 1 (rounds with a validation score)")
         if self.ranking_exclude not in EXCLUDE_CHOICES:
             raise ValueError(f"config: ranking_exclude must be one of {EXCLUDE_CHOICES}, got {self.ranking_exclude!r}")
 

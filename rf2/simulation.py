@@ -13,7 +13,11 @@ Every round:
 4. **aggregate** (FedAvg by sample count, :mod:`rf2.aggregation`);
 5. **server step**: the average as a pseudo-gradient for AdaGrad (:mod:`rf2.servers`).
 
-After training: per-tier AUC on every client's test events (:mod:`rf2.evaluation`).
+After training: per-tier AUC on every client's test events (:mod:`rf2.evaluation`). On a
+leave-one-out dataset, ``sampled_k`` adds HR/NDCG over sampled candidates
+(:mod:`rf2.evaluation.sampled`); ``valid_every`` scores the validation items every N rounds (a
+curve in the rounds table) and ``select_by = "valid"`` evaluates the round with the best
+validation HR on test instead of the last (reported as the ``selected_round`` row).
 
 An optimisation that is not ``collaborative`` (Standalone) runs :mod:`rf2.standalone` instead.
 """
@@ -299,13 +303,26 @@ class Simulation:
         log = []
         bar = tqdm(plan, desc=f"{self.config.optimization} | {self.tiers.spec}", unit="round",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
+        cfg = self.config
+        best = None  # (validation HR, round, parameters) with select_by = "valid"
         for round_, (epoch, chosen) in enumerate(bar):
             ts = time.perf_counter()
             row = self.train_round(round_, epoch, chosen)
             row["seconds"] = time.perf_counter() - ts
+            if cfg.valid_every and ((round_ + 1) % cfg.valid_every == 0 or round_ == len(plan) - 1):
+                row.update(self.validate())
+                hr = row[f"valid_loo_hr@{cfg.sampled_k}"]
+                if cfg.select_by == "valid" and (best is None or hr > best[0]):  # earliest round wins ties
+                    best = (hr, round_, {k: p.detach().clone() for k, p in self.params.items()},
+                            {k: dict(v) for k, v in self.private_store.items()})
             log.append(row)
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", refresh=False)
         bar.close()
+        if best is not None:  # evaluate the model of the round with the best validation HR
+            with torch.no_grad():
+                for k, p in best[2].items():
+                    self.params[k].copy_(p)
+            self.private_store = best[3]
         for k, p in self.params.items():
             if not torch.isfinite(p).all():
                 raise DivergenceError(f"parameter {k} is not finite after training")
@@ -313,6 +330,11 @@ class Simulation:
         t1 = time.perf_counter()
         metrics = self.evaluate()
         metrics = self._with_costs(metrics, pd.DataFrame(log))
+        if best is not None:
+            metrics = TierMetrics(pd.concat([metrics.frame, pd.DataFrame([{
+                "tier": OVERALL, "metric": "selected_round", "value": float(best[1]),
+                **metrics.frame.loc[metrics.frame["tier"] == OVERALL, ["n_events", "n_users"]].iloc[0].to_dict()}])],
+                ignore_index=True), metrics.tier_names)
         return RunResult(
             config=self.config, metrics=metrics, rounds=pd.DataFrame(log), tiers=self.tiers,
             seconds={"load": self.load_seconds, "train": train_s, "eval": time.perf_counter() - t1},
@@ -393,12 +415,20 @@ class Simulation:
                                                self.tiers.tier, per_user)
         return metrics
 
+    def validate(self) -> dict[str, float]:
+        """Sampled HR/NDCG@``sampled_k`` on the validation items (each user's second newest
+        interaction among it + the same evaluation negatives as test), overall (mean over users):
+        ``valid_loo_hr@K``, ``valid_loo_ndcg@K`` for the round's row of the rounds table."""
+        from rf2.evaluation.sampled import sampled_by_user
+
+        per_user = sampled_by_user(self.model, self.dataset, self.encoder, k=self.config.sampled_k, split="valid")
+        return {f"valid_{c}": float(per_user[c].mean()) for c in per_user.columns if "@" in c}
+
     def _with_sampled(self, metrics: TierMetrics, per_user: pd.DataFrame | None) -> tuple[TierMetrics, pd.DataFrame]:
         """``metrics`` plus the leave-one-out ``loo_hr@K`` / ``loo_ndcg@K`` rows (each user's test
         item among it + its evaluation negatives, ties against it; :mod:`rf2.evaluation.sampled`),
         and the per-user frame for :class:`EvalScores` (joined to the full-ranking one, if any).
-        Only the test set is scored: validation curves and selection by validation (issue 13 §3)
-        are not done."""
+        The validation curve is :meth:`validate` (``valid_every``)."""
         from rf2.evaluation.sampled import sampled_by_user, sampled_frame
 
         sampled = sampled_by_user(self.model, self.dataset, self.encoder, k=self.config.sampled_k)

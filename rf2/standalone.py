@@ -73,6 +73,9 @@ def run_standalone(sim: "Simulation") -> "RunResult":
         raise ValueError(f"max_rounds={cfg.max_rounds}: optimization {opt.spec!r} trains every client alone, so there "
                          "are no server rounds to stop after; set max_rounds = 0 (use fewer epochs or a smaller dataset "
                          "for a quick look)")
+    if cfg.valid_every:
+        raise ValueError(f"valid_every={cfg.valid_every}: optimization {opt.spec!r} trains every client alone, so there "
+                         "are no server rounds to validate after; set valid_every = 0")
     plan = sim.schedule()
     groups = [chosen for _, chosen in plan[: plan.per_epoch]]  # epoch 0; later epochs reuse its groups
     n_rounds = len(groups)

@@ -231,7 +231,8 @@ def _run(**kw):
     from rf2.config import RunConfig
     from rf2.simulation import Simulation
 
-    cfg = RunConfig(dataset="synthetic", dataset_options=LOO_DS, clients_per_round=20, max_rounds=2, **kw)
+    kw = {"max_rounds": 2, **kw}
+    cfg = RunConfig(dataset="synthetic", dataset_options=LOO_DS, clients_per_round=20, **kw)
     with pytest.warns(UserWarning, match="no training negatives"):
         sim = Simulation(cfg, progress=False)
     return sim, sim.run()
@@ -291,3 +292,42 @@ def test_standalone_scores_candidates_with_each_clients_model():
 
     theta0 = sampled_from_scores(users, score_candidates(sim.model, sim.dataset, sim.encoder, users, items), 10)
     assert not np.allclose(theta0["loo_ndcg@10"].to_numpy(), res.scores.ranking["loo_ndcg@10"])
+
+
+# -- validation curve and model selection by validation ---------------------------------------------------
+def test_validation_curve_every_n_rounds():
+    sim, res = _run(sampled_k=10, valid_every=2, max_rounds=0)
+    r = res.rounds
+    n = len(r)
+    has = r["valid_loo_hr@10"].notna().to_numpy()
+    expected = [(i + 1) % 2 == 0 or i == n - 1 for i in range(n)]
+    assert has.tolist() == expected and has.sum() >= 2
+    assert r.loc[has, ["valid_loo_hr@10", "valid_loo_ndcg@10"]].apply(np.isfinite).all().all()
+    assert (r.loc[has, "valid_loo_ndcg@10"] <= r.loc[has, "valid_loo_hr@10"]).all()
+    assert "selected_round" not in set(res.metrics.frame["metric"])  # select_by = last
+
+
+def test_select_by_valid_evaluates_the_best_validation_round():
+    sim, res = _run(sampled_k=10, valid_every=1, select_by="valid", max_rounds=0, epochs=2)
+    r = res.rounds
+    f = res.metrics.frame.set_index(["tier", "metric"])["value"]
+    chosen = int(f["overall", "selected_round"])
+    hr = r["valid_loo_hr@10"].to_numpy()
+    assert chosen == int(np.argmax(hr))  # the first round with the highest validation HR
+    assert chosen < len(r) - 1  # (else this test could not tell selection from the last round)
+    # the test metrics are those of a run stopped after the chosen round (same seeds, same rounds)
+    _, short = _run(sampled_k=10, max_rounds=chosen + 1, epochs=2)
+    g = short.metrics.frame.set_index(["tier", "metric"])["value"]
+    for key in [("overall", "loo_hr@10"), ("overall", "loo_ndcg@10"), ("low", "loo_ndcg@10"), ("overall", "log_loss")]:
+        assert f[key] == pytest.approx(g[key], rel=1e-5, abs=1e-9)
+
+
+def test_validation_settings_checked():
+    from rf2.config import RunConfig
+
+    with pytest.raises(ValueError, match="valid_every needs sampled_k"):
+        RunConfig(valid_every=2)
+    with pytest.raises(ValueError, match="select_by = 'valid' needs valid_every"):
+        RunConfig(sampled_k=10, select_by="valid")
+    with pytest.raises(ValueError, match="select_by must be one of"):
+        RunConfig(select_by="best_test_hr")
