@@ -331,3 +331,56 @@ def test_validation_settings_checked():
         RunConfig(sampled_k=10, select_by="valid")
     with pytest.raises(ValueError, match="select_by must be one of"):
         RunConfig(select_by="best_test_hr")
+
+
+# -- MovieLens-1M loaders on small files in GroupLens' format ------------------------------------------------
+def _write_ml1m(folder, implicit: bool):
+    from test_data_ml1m import write_interactions, write_ml1m
+
+    users = [(1, "F", 1, 10, "48067"), (2, "M", 56, 16, "70072"), (3, "M", 25, 15, "55117"), (4, "F", 18, 4, "02139")]
+    movies = [(m, f"Movie {m} (2000)", "Drama") for m in range(1, 201)]
+    # user 1: movies 1..40 in the file in *reverse* time order; movies 39 and 40 share the newest second
+    r1 = [(1, m, 3, min(m, 39) * 10) for m in range(40, 0, -1)]
+    r2 = [(2, m, 5, m) for m in range(41, 101)]  # users 2 and 4: so that every user has >= 99 unrated movies
+    r3 = [(3, m, 4, m) for m in (1, 2, 3)]  # 3 ratings: dropped at min_interactions 10
+    r4 = [(4, m, 1, m) for m in range(101, 201)]
+    ratings = r1 + r2 + r3 + r4
+    d = write_ml1m(folder, ratings=ratings, users=users, movies=movies, ratings_file=not implicit)
+    if implicit:
+        write_interactions(d, [(u, m) for u, m, _, _ in ratings])
+    return d
+
+
+def test_ml1m_leave_one_out_uses_time_then_item(tmp_path):
+    ds = load_dataset("ml-1m", path=_write_ml1m(tmp_path / "ml-1m", False), verify=False, split="leave-one-out")
+    assert ds.n_users == 3 and "1 of 4 users with < 10 interactions dropped" in ds.description
+    movie = ds.items.index.to_numpy() + 1  # ml-1m: item i is the (i+1)-th movie id of movies.dat, here = id
+    u0 = ds.user == 0
+    assert movie[ds.item[ds.is_test & u0]].tolist() == [40]  # tie at t=390 with 39: higher item = newer
+    assert movie[ds.item[ds.is_valid & u0]].tolist() == [39]
+    assert ds.eval_negatives.shape == (3, 99) and not set(movie[ds.eval_negatives[0]]) & set(range(1, 41))
+
+
+def test_ml1m_implicit_leave_one_out_uses_file_order(tmp_path):
+    ds = load_dataset("ml-1m-implicit", path=_write_ml1m(tmp_path / "ml-1m-implicit", True), verify=False,
+                      split="leave-one-out")
+    assert "file order" in ds.description and ds.n_users == 3 and (ds.label == 1).all()
+    movie = ds.items["movie_id"].to_numpy()  # index + 1 = rank of the movie among rated movies = id here
+    u0 = ds.user == 0
+    # user 1's pairs come in the file as 40, 39, ..., 1: the last in the file (movie 1) is the test item
+    assert movie[ds.item[ds.is_test & u0]].tolist() == [1]
+    assert movie[ds.item[ds.is_valid & u0]].tolist() == [2]
+    assert sorted(movie[ds.item[ds.train_index[ds.user[ds.train_index] == 0]]].tolist()) == list(range(3, 41))
+    with pytest.raises(ValueError, match="split must be one of \\('random', 'leave-one-out'\\)"):
+        load_dataset("ml-1m-implicit", path=tmp_path / "ml-1m-implicit", verify=False, split="temporal")
+
+
+def test_tier_report_does_not_count_validation_as_training():
+    from tier_mapping import map_tiers
+    from tier_mapping.report import report_for
+
+    ds = load_dataset("synthetic", **LOO_DS)
+    tiers = map_tiers(ds, "random", 3, seed=0)
+    volume = report_for(ds, tiers).volume
+    assert ds.train_index.size == ds.n_events - 2 * ds.n_users  # one test and one validation event per user
+    assert volume["train_events"].tolist() == [int(ds.train_counts[tiers.tier == t].sum()) for t in range(3)]

@@ -221,6 +221,9 @@ def tier_volume(tiers: TierAssignment, user: np.ndarray, label: np.ndarray, is_t
 
 def report_for(dataset, tiers: TierAssignment, top_n: int = 10, min_item_clicks: int = 5) -> HeterogeneityReport:
     """:func:`heterogeneity_report` over all events of an :class:`~rf2.data.InteractionDataset`,
-    with each tier's training data volume."""
+    with each tier's training data volume (validation events, on a leave-one-out dataset, are not
+    training data)."""
+    is_train = np.zeros(len(dataset.user), dtype=bool)
+    is_train[dataset.train_index] = True
     return heterogeneity_report(tiers, dataset.user, dataset.item, dataset.label, dataset.n_items, top_n, min_item_clicks,
-                                is_train=~np.asarray(dataset.is_test))
+                                is_train=is_train)
