@@ -26,7 +26,7 @@ declare -A TESTS=(
   [tier_mapping/dirichlet.py]="tests/test_tier_mapping.py tests/test_dirichlet_edges.py"
   [rf2/evaluation/metrics.py]="tests/test_metrics.py tests/test_metrics_edges.py"
   [rf2/aggregation/__init__.py]="tests/test_fedavg.py tests/test_compression.py tests/test_round_upload.py"
-  [rf2/results.py]="tests/test_sweep.py tests/test_store.py tests/test_results.py"
+  [rf2/results.py]="tests/test_sweep.py tests/test_store.py tests/test_uncertainty.py tests/test_damaged_results.py tests/test_results_edges.py"
   [rf2/store.py]="tests/test_store.py tests/test_sweep.py"
 )
 DEFAULT=(optimizations/compression.py tier_mapping/dirichlet.py rf2/evaluation/metrics.py
