@@ -25,7 +25,7 @@ declare -A TESTS=(
   [optimizations/compression.py]="tests/test_compression.py tests/test_compression_edges.py"
   [tier_mapping/dirichlet.py]="tests/test_tier_mapping.py tests/test_dirichlet_edges.py"
   [rf2/evaluation/metrics.py]="tests/test_metrics.py tests/test_metrics_edges.py"
-  [rf2/aggregation/__init__.py]="tests/test_fedavg.py tests/test_compression.py tests/test_round_upload.py"
+  [rf2/aggregation/__init__.py]="tests/test_fedavg.py tests/test_compression.py tests/test_round_upload.py tests/test_aggregation_edges.py"
   [rf2/results.py]="tests/test_sweep.py tests/test_store.py tests/test_uncertainty.py tests/test_damaged_results.py tests/test_results_edges.py"
   [rf2/store.py]="tests/test_store.py tests/test_sweep.py"
 )
