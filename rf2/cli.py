@@ -134,8 +134,19 @@ def _run_table(table) -> str:
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from rf2.store import upgrade_results
 
+    from rf2.store import FORMAT, MARKER
+
+    marker = Path(args.results) / MARKER
+    try:
+        before = json.loads(marker.read_text()).get("format") if marker.is_file() else 1
+    except (ValueError, OSError, AttributeError):
+        before = None
     kept = upgrade_results(args.results)
-    print(f"{args.results}: {kept} finished run(s) in the current results format")
+    if before == FORMAT:
+        print(f"{args.results}: already in the current results format ({kept} finished run(s)); nothing changed")
+    else:
+        print(f"{args.results}: upgraded from format {before} to {FORMAT}: {kept} finished run(s) kept"
+              + (", relabelled with the old defaults spelled out (rf2/upgrade.py)" if before in (1, 2) else ""))
     return 0
 
 
@@ -143,7 +154,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rf2.results import summary_pivot
     from rf2.sweep import Sweep, SweepSpec
 
-    spec = SweepSpec.from_toml(args.config) if args.config else SweepSpec()
+    existing = Path(args.out) / "sweep.toml"
+    if args.config:
+        spec = SweepSpec.from_toml(args.config)
+    elif existing.is_file():  # continue the directory's own sweep (its settings), with any axes overridden
+        spec = SweepSpec.from_toml(existing)
+        print(f"sweep: no --config given; continuing the sweep in {existing}")
+    else:
+        spec = SweepSpec()
     axes = {k: tuple(v) for k, v in (("mappings", args.mappings), ("optimizations", args.optimizations),
                                      ("seeds", args.seeds)) if v}
     spec = SweepSpec(base=settings_from_args(args, spec.base),
@@ -151,6 +169,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                      **{"mappings": spec.mappings, "optimizations": spec.optimizations, "seeds": spec.seeds, **axes})
     sweep = Sweep(spec, args.out, progress=not args.quiet, executor=args.executor, workers=args.workers,
                   threads=args.threads, address=args.address)
+    shown = sweep._directory_spec()  # refuses other settings before anything runs (a one-line error)
     configs = spec.configs()
     print(f"sweep: {len(spec.mappings)} mappings x {len(spec.optimization_list)} optimisations (incl. none) x "
           f"{len(spec.seeds)} seeds{' + noise-floor runs' if spec.noise_floor else ''} = {len(configs)} runs; {len(configs) - len(sweep.pending())} already finished in {args.out}")
@@ -174,7 +193,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         import pandas as pd
 
         summary_table = pd.read_csv(summary_path)
-        table = summary_pivot(summary_table, list(spec.mappings), spec.optimization_list, metric="auc")
+        table = summary_pivot(summary_table, list(shown.mappings), shown.optimization_list, metric="auc")
         if not table.empty:
             n = int(summary_table["n_seeds"].max())
             print(f"\nMDAC of AUC (%) by optimisation and tier mapping: MDAC of the {n}-seed mean tier changes "
@@ -199,7 +218,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     for f in plot_results(args.results, args.out, args.metric):
         print(f"plot written to {f}")
     missing = _missing_runs(Path(args.results))
-    if missing:
+    if missing and missing[1]:
         print(f"{len(missing[1])} of {missing[0]} planned run(s) missing (per sweep.toml; `rf2 sweep` again runs them):")
         for cfg in missing[1]:
             rep = f" (noise floor {cfg.replicate})" if cfg.replicate else ""
@@ -405,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_download)
 
     up = sub.add_parser("upgrade-results", help="upgrade a results directory written by an older rf2")
-    up.add_argument("results")
+    up.add_argument("results", help="a results directory (the folder `rf2 sweep --out` wrote); runs made under "
+                                    "older defaults are relabelled with them spelled out, so they never mix with new runs")
     up.set_defaults(func=cmd_upgrade)
 
     ls = sub.add_parser("list", help="what can be named in a config")

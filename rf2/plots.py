@@ -198,7 +198,8 @@ def plot_mdac(summary: pd.DataFrame, path: str | Path | None = None, mappings=No
     if any_floor:
         handles.append(Line2D([], [], color="0.3", lw=2.2, label="noise floor (none retrained)"))
     if any_within:
-        handles.append(Patch(facecolor="white", edgecolor="0.4", hatch="//", label="not above the noise floor"))
+        handles.append(Patch(facecolor="white", edgecolor="0.4", hatch="//",
+                             label="not above the floor (exceeds it in < 97.5% of paired replicates)"))
     if any_missing:
         handles.append(_missing_handle())
     ax.set_xticks(x, opts, rotation=35, ha="right", fontsize=9)
@@ -208,7 +209,9 @@ def plot_mdac(summary: pd.DataFrame, path: str | Path | None = None, mappings=No
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or f"MDAC of {metric.upper()} per optimisation and tier mapping — {setup}\n"
                           f"MDAC (RF² Eq. 2) = largest − smallest tier's relative {metric.upper()} change, in percentage "
-                          "points (pp),\nof the seed-mean tier changes, with its 95% paired-bootstrap interval over users",
+                          "points (pp),\nof the seed-mean tier changes, with its 95% paired-bootstrap interval over users; a bar "
+                          "is above the floor\nonly if it exceeds the floor's MDAC in ≥ 97.5% of replicates drawn from the "
+                          "same users (a bar over the dash can still be noise)",
                  fontsize=10)
     if handles:
         ax.legend(handles=handles, title="tier mapping", fontsize=8, title_fontsize=8,
@@ -367,17 +370,27 @@ def _summary(results_dir: Path, rows: pd.DataFrame, metric: str) -> pd.DataFrame
     """The sweep's ``mdac_summary.csv`` for ``metric`` when it is current, else computed."""
     from rf2.results import mdac_table
 
+    if len(rows) and metric not in set(rows["metric"]):
+        have = sorted(m for m in rows["metric"].unique() if m == "auc" or "@" in str(m) or m == "log_loss")
+        raise ValueError(f"metric {metric!r} is not in {results_dir}'s results; available: {have} "
+                         "(ndcg@K/recall@K need ranking_k, loo_* need sampled_k)")
     f = results_dir / "mdac_summary.csv"
+    s = pd.DataFrame()
     if f.exists() and f.stat().st_size > 1:
         try:
             s = pd.read_csv(f)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             s = pd.DataFrame()
-        if "metric" in s:
-            s = s[s["metric"] == metric]
-            if len(s):
-                return s
-    return mdac_table(rows, metric, scores=results_dir, summary=True)
+        s = s[s["metric"] == metric] if "metric" in s else pd.DataFrame()
+    if s.empty:
+        s = mdac_table(rows, metric, scores=results_dir, summary=True)
+    if len(s) and s.duplicated(["optimization", "mapping"]).any():  # cells under several settings (older rf2)
+        import sys
+
+        print(f"warning: {results_dir} holds runs under more than one setting for the same mapping and "
+              "optimisation; the figures show the last of each (mdac_summary.csv has them all)", file=sys.stderr)
+        s = s.drop_duplicates(["optimization", "mapping"], keep="last")
+    return s
 
 
 def load_plan(results_dir: str | Path):

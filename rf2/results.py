@@ -313,5 +313,7 @@ def summary_pivot(summary: pd.DataFrame, mappings: list[str] | None = None, opti
         t = t[[m for m in mappings if m in t.columns]]
     if "floor" in s:
         fl = s.groupby("mapping")["floor"].first()
-        t.loc["noise floor"] = [f"{100 * fl[m]:.2f}" if m in fl and np.isfinite(fl[m]) else "-" for m in t.columns]
+        hi = s.groupby("mapping")["floor_hi"].first() if "floor_hi" in s else pd.Series(dtype=float)
+        t.loc["noise floor"] = [(f"{100 * fl[m]:.2f}" + (f" (<= {100 * hi[m]:.2f})" if m in hi and np.isfinite(hi[m]) else ""))
+                                if m in fl and np.isfinite(fl[m]) else "-" for m in t.columns]
     return t.fillna("-")

@@ -97,6 +97,24 @@ class SweepSpec:
             kw["noise_floor"] = sweep["noise_floor"]
         return cls(base=dict(data.get("run", {})), **kw)
 
+    def run_settings(self) -> dict:
+        """Every run setting but the axes, defaults filled in: what must agree for two sweeps to
+        share a results directory."""
+        from rf2.config import RunConfig
+
+        d = RunConfig.from_dict({**self.base, "mapping": self.mappings[0], "optimization": "none",
+                                 "seed": self.seeds[0]}).to_dict()
+        for k in ("mapping", "optimization", "seed", "replicate"):
+            d.pop(k, None)
+        return d
+
+    def merged_with(self, other: "SweepSpec") -> "SweepSpec":
+        """This sweep with ``other``'s axes added (same settings): what a directory then holds."""
+        union = lambda a, b: tuple(dict.fromkeys([*a, *b]))  # noqa: E731 -- order kept, first seen first
+        return SweepSpec(base=dict(self.base), mappings=union(other.mappings, self.mappings),
+                         optimizations=union(other.optimizations, self.optimizations),
+                         seeds=union(other.seeds, self.seeds), noise_floor=self.noise_floor or other.noise_floor)
+
     def to_toml(self) -> str:
         def val(v):
             if isinstance(v, str):
@@ -171,6 +189,24 @@ class Sweep:
         self.executor_name, self.workers, self.threads, self.address = executor, workers, threads, address
         self.executor_start_seconds = 0.0
 
+    def _directory_spec(self) -> SweepSpec:
+        """The spec the directory holds after this sweep: refuses other run settings (they would
+        share tables with these runs under one heading), else the union of both sweeps' axes."""
+        path = self.out / "sweep.toml"
+        if not path.exists():
+            return self.spec
+        try:
+            old = SweepSpec.from_toml(path)
+        except (ValueError, OSError):
+            return self.spec  # an unreadable provenance file is replaced
+        a, b = old.run_settings(), self.spec.run_settings()
+        diff = [f"{k} {a[k]!r} -> {b[k]!r}" for k in a if a.get(k) != b.get(k)]
+        if diff:
+            raise ValueError(f"{self.out} holds a sweep with other settings ({'; '.join(diff)}); sweep into another "
+                             f"--out, or extend this one with the same [run] settings (rf2 sweep --out {self.out} "
+                             "alone reuses its sweep.toml)")
+        return self.spec.merged_with(old)
+
     def pending(self) -> list[RunConfig]:
         done = self.store.finished_ids()
         return [c for c in self.spec.configs() if run_id(c) not in done]
@@ -197,7 +233,7 @@ class Sweep:
 
         t0 = time.perf_counter()
         with self.store.lock():
-            self.store.write_spec(self.spec.to_toml())
+            self.store.write_spec(self._directory_spec().to_toml())
             configs = self.spec.configs()
             todo = self.pending()
             failed: list[tuple[str, str]] = []

@@ -166,3 +166,22 @@ def test_cli_sweep_and_plot(tmp_path, capsys):
     assert "= 16 runs; 8 already finished" in capsys.readouterr().out  # seed 0 reused, seed 1 added
     assert len(list((out / "runs").glob("*.csv"))) == 16
     assert len(list((out / "runs").glob("*.scores.npz"))) == 16
+
+
+def test_a_sweep_with_other_settings_is_refused_and_added_axes_are_merged(tmp_path, capsys):
+    out = tmp_path / "res"
+    Sweep(spec(optimizations=("exclude-lo",)), out, progress=False, executor="inprocess").run()
+    other = SweepSpec(base={**BASE, "epochs": 2}, mappings=("random",), optimizations=("exclude-lo",), seeds=(0,),
+                      noise_floor=False)
+    with pytest.raises(ValueError, match="other settings.*epochs 1 -> 2"):
+        Sweep(other, out, progress=False, executor="inprocess").run()
+    assert main(["sweep", "--out", str(out), "--quiet", "--epochs", "2"]) == 2  # one line, nothing run
+    assert "other settings" in capsys.readouterr().err
+    # more seeds with the same settings extend the directory, and sweep.toml lists both
+    more = spec(optimizations=("exclude-lo",), seeds=(1,))
+    Sweep(more, out, progress=False, executor="inprocess").run()
+    held = SweepSpec.from_toml(out / "sweep.toml")
+    assert held.seeds == (0, 1) and held.mappings == ("random", "dirichlet:0.05")
+    # no --config: the directory's own sweep.toml is continued (nothing left to run)
+    assert main(["sweep", "--out", str(out), "--quiet"]) == 0
+    assert "continuing the sweep" in capsys.readouterr().out
