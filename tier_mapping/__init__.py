@@ -135,7 +135,12 @@ def parse_mapping_spec(spec: str) -> MappingSpec:
                 f"tier mapping {spec!r}: Dirichlet alpha must be > 0 and <= {MAX_ALPHA:g}, got {parts[1]}; {_HELP}"
             )
         return _dirichlet_options(spec, alpha, parts[2:])
-    raise ValueError(f"unknown tier mapping {spec!r}; {_HELP}")
+    import difflib
+
+    head = spec.strip().lower().split(":", 1)
+    close = difflib.get_close_matches(head[0], ["random", "dirichlet", "activity", *PAPER_LEVELS], n=1)
+    hint = f"did you mean {':'.join([close[0], *head[1:]])!r}? " if close else ""
+    raise ValueError(f"unknown tier mapping {spec!r}; {hint}{_HELP}")
 
 
 def parse_mapping(spec: str) -> tuple[str, float | tuple[float, ...] | None, bool]:
