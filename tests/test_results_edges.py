@@ -148,7 +148,8 @@ def test_bootstrap_columns_equal_the_cell_estimate_called_directly():
     assert r2.loc["o0", "verdict"] in (U.ABOVE, U.WITHIN) and np.isfinite(r2.loc["o0", "mdac_lo"])
     nf = R.noise_floor_table(rows, scores=part, n_boot=50)
     assert np.isnan(nf.loc[0, "mdac"]) and nf.loc[0, "mean_mdac"] == pytest.approx(0.15)
-    assert np.isnan(nf.loc[0, "mdac_lo"]) and np.isnan(nf.loc[0, "mean_mdac_hi"])
+    for k in ("mdac_lo", "mdac_hi", "mean_mdac_lo", "mean_mdac_hi"):
+        assert np.isnan(nf.loc[0, k]), k
 
     # floor scores missing altogether: the cell is bootstrapped but has no floor to compare with
     nofloor = {k: v for k, v in sc.items() if not k.startswith("f")}
@@ -218,6 +219,37 @@ def test_load_failures_and_results_paths(tmp_path, capsys):
         {"config": {"mapping": "m", "optimization": "o", "seed": 2, "epochs": 9}, "error": "boom"}), encoding="utf-8")
     (runs / "b.failed.json").write_text("{not json", encoding="utf-8")
     f = R.load_failures(tmp_path / "res")
-    assert "b.failed.json is damaged" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "b.failed.json is damaged (JSONDecodeError: " in err and "; left out of the failures" in err
     assert list(f.columns) == ["mapping", "optimization", "seed", "error"]
     assert f.to_dict("records") == [{"mapping": "m", "optimization": "o", "seed": 2, "error": "boom"}]
+
+
+def test_defaults_and_cells_in_order_of_appearance():
+    """Two cells differing in a setting listed after the seed: cells keep the order of their first
+    seed, one seed each; the default n_boot / level / boot_seed are those of cell_estimate's call."""
+    rows = frame([
+        ("random", "none", 0, 0, "b0", tiers(0.80, 0.70, 0.60, 0.70)),
+        ("random", "none", 1, 0, "b1", tiers(0.50, 0.50, 0.50, 0.50)),
+        ("random", "opt", 0, 0, "o0", tiers(0.40, 0.70, 0.66, 0.60)),
+        ("random", "opt", 1, 0, "o1", tiers(0.55, 0.50, 0.40, 0.48)),
+        ("random", "none", 0, 1, "f0", tiers(0.88, 0.70, 0.60, 0.72)),
+        ("random", "none", 1, 1, "f1", tiers(0.50, 0.40, 0.50, 0.48)),
+    ])
+    rows["clients_per_round"] = rows["run_id"].str[1].map({"0": 64, "1": 32})
+    nf = R.noise_floor_table(rows)
+    assert list(nf["clients_per_round"]) == [64, 32] and list(nf["n_seeds"]) == [1, 1]
+    assert list(nf["mean_mdac"]) == pytest.approx([0.1, 0.2])
+    rng = np.random.default_rng(5)
+    sc = {rid: scores(rng, n_users=30, shift=(1.0 if rid.startswith("o") else 0.0))
+          for rid in ("b0", "b1", "o0", "o1", "f0", "f1")}
+    est = U.cell_estimate([(sc["o0"], sc["b0"])], "auc", 1000, 0.95, 0, keys=["b0"])
+    fest = U.cell_estimate([(sc["f0"], sc["b0"])], "auc", 1000, 0.95, 0, keys=["b0"])
+    nf = R.noise_floor_table(rows, scores=sc)
+    assert nf.loc[0, "mdac_lo"] == pytest.approx(fest.mdac_lo) and nf.loc[0, "mdac_hi"] == pytest.approx(fest.mdac_hi)
+    runs, cells = R.mdac_tables(rows, scores=sc)
+    assert list(cells["clients_per_round"]) == [64, 32]
+    assert cells.loc[0, "mdac_lo"] == pytest.approx(est.mdac_lo) and cells.loc[0, "mdac_hi"] == pytest.approx(est.mdac_hi)
+    assert cells.loc[0, "verdict"] == U.floor_test(est.mdac_reps, fest.mdac_reps, 0.95)[0]
+    pd.testing.assert_frame_equal(R.mdac_table(rows, scores=sc), runs)
+    pd.testing.assert_frame_equal(R.mdac_table(rows, scores=sc, summary=True), cells)
