@@ -123,3 +123,28 @@ def test_gaussian_background_without_seeds_uses_seed_zero():
     a = background_sum(t, w)
     t0 = table(bg("gaussian", seeds=(0, 5)))
     assert torch.equal(a, background_sum(t0, w))
+
+
+@pytest.mark.parametrize("low,step", [((0.0, -1.0), (2.0, 0.0)), ((0.0, 1.0), (1.0, 0.0))])
+def test_exact_background_skips_only_clients_with_no_background(low, step):
+    w = torch.tensor([1.0, 3.0])
+    t = table(bg("exact", low=low, step=step, p=(0.5, 0.5)))
+    assert torch.equal(background_sum(t, w), exact_by_hand(t, w))
+
+
+def test_double_precision_tables_stay_double():
+    r = weighted_row_sum(torch.tensor([2, 2]), torch.tensor([[0.1], [0.2]], dtype=torch.float64),
+                         torch.tensor([1.0, 1.0], dtype=torch.float64))
+    assert r.values.dtype == torch.float64 and r.values.item() == 0.1 + 0.2
+    t = table(bg("exact", low=(0.1, -0.7), step=(0.3, 1.1)))
+    t.values = t.values.double()
+    w = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    got = background_sum(t, w)
+    b = t.background
+    expect = torch.zeros(5, 2, dtype=torch.float64)
+    for c in range(2):
+        g = torch.Generator().manual_seed(b.seeds[c])
+        x = b.low[c] + b.step[c] * (torch.rand((5, 2), generator=g) < b.p_up[c]).double()
+        x[t.rows[t.ptr[c]:t.ptr[c + 1]]] = 0.0
+        expect += w[c] * x
+    assert got.dtype == torch.float64 and torch.equal(got, expect)

@@ -177,14 +177,14 @@ def test_mdac_pivot_order_and_percent():
 
 def test_summary_pivot_cells_floor_row_and_metric():
     s = pd.DataFrame({
-        "metric": ["auc", "auc", "auc", "auc", "ndcg"],
-        "mapping": ["a", "b", "a", "b", "a"],
-        "optimization": ["x", "x", "y", "y", "x"],
-        "mdac": [0.0123, 0.05, np.nan, 0.1, 0.9],
-        "mdac_lo": [0.01, np.nan, 0.0, 0.05, 0.1],
-        "mdac_hi": [0.02, np.nan, 0.0, 0.15, 0.95],
-        "verdict": ["above floor", "no scores", "within noise", "within noise", "above floor"],
-        "floor": [0.004, np.nan, 0.004, np.nan, 0.5],
+        "metric": ["ndcg", "auc", "auc", "auc", "auc"],
+        "mapping": ["a", "a", "b", "a", "b"],
+        "optimization": ["x", "x", "x", "y", "y"],
+        "mdac": [0.9, 0.0123, 0.05, np.nan, 0.1],
+        "mdac_lo": [0.1, 0.01, np.nan, 0.0, 0.05],
+        "mdac_hi": [0.95, 0.02, np.nan, 0.0, 0.15],
+        "verdict": ["above floor", "above floor", "no scores", "within noise", "within noise"],
+        "floor": [0.5, 0.0123, np.nan, 0.0123, np.nan],
     })
     t = R.summary_pivot(s, mappings=["b", "a"], optimizations=["y", "x"], metric="auc")
     assert list(t.index) == ["y", "x", "noise floor"] and list(t.columns) == ["b", "a"]
@@ -192,11 +192,12 @@ def test_summary_pivot_cells_floor_row_and_metric():
     assert t.loc["x", "b"] == "5.00"
     assert t.loc["y", "a"] == "-"
     assert t.loc["y", "b"] == "10.00 [5.00, 15.00]"
-    assert list(t.loc["noise floor"]) == ["-", "0.40"]
+    assert list(t.loc["noise floor"]) == ["-", "1.23"]
     assert R.summary_pivot(pd.DataFrame()).empty
-    t2 = R.summary_pivot(s.drop(columns=["floor"]).iloc[:4])
+    assert R.summary_pivot(s.drop(columns=["mdac_lo"]), metric="auc").loc["x", "a"] == "1.23"  # no interval column
+    t2 = R.summary_pivot(s.drop(columns=["floor"]).iloc[1:])
     assert list(t2.index) == ["x", "y"] and "noise floor" not in t2.index
-    t3 = R.summary_pivot(s.iloc[:2].assign(optimization=["x", "z"]))
+    t3 = R.summary_pivot(s.iloc[1:3].assign(optimization=["x", "z"]))
     assert t3.loc["z", "a"] == "-" and t3.loc["x", "b"] == "-"  # empty cells
 
 
@@ -209,6 +210,9 @@ def test_with_config_defaults_fills_missing_and_nan():
 
 
 def test_load_failures_and_results_paths(tmp_path, capsys):
+    (tmp_path / "none" / "runs").mkdir(parents=True)
+    empty = R.load_failures(tmp_path / "none")
+    assert empty.empty and list(empty.columns) == ["mapping", "optimization", "seed", "error"]
     with pytest.raises(FileNotFoundError, match="no runs/ folder"):
         R.load_results(tmp_path)
     ROWS.to_csv(tmp_path / "one.csv", index=False)
