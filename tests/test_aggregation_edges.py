@@ -47,8 +47,13 @@ def test_fedavg_masked_entries_average_over_holders_only():
 
 
 def test_fedavg_zero_total_weight_and_summed():
-    with pytest.raises(ValueError, match="total weight is zero"):
+    with pytest.raises(ValueError, match=r"^FedAvg: the clients' total weight is zero \(no training samples\)$"):
         fedavg(updates([0, 0], dense={"w": torch.zeros(2, 1)}))
+    assert fedavg(updates([1, 0], dense={"w": torch.tensor([[2.0], [9.0]])}))["w"].tolist() == [2.0]  # total 1 is fine
+    out = fedavg(updates([0.5, 0.5], dense={"w": torch.tensor([[2.0], [4.0]])}))
+    assert out["w"].tolist() == [3.0] and out["w"].dtype == torch.float32
+    w64 = ClientUpdates([None] * 2, torch.tensor([1.0, 3.0], dtype=torch.float64), {"w": torch.tensor([[2.0], [4.0]])}, {})
+    assert fedavg(w64)["w"].dtype == torch.float32  # weights are cast to float32
     s = {"w": torch.ones(1)}
     assert fedavg(updates([0, 0], summed=s)) is s
 
