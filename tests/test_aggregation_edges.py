@@ -153,3 +153,19 @@ def test_double_precision_tables_stay_double():
         x[t.rows[t.ptr[c]:t.ptr[c + 1]]] = 0.0
         expect += w[c] * x
     assert got.dtype == torch.float64 and torch.equal(got, expect)
+
+
+def test_gaussian_background_draws_in_double_precision():
+    """A larger table (torch draws float32 and float64 normals differently from 16 entries on)."""
+    w = torch.tensor([1.0, 3.0])
+    t = TableRows(torch.tensor([0, 1, 1]), torch.tensor([2]), torch.tensor([[1.0, 1.0]]), 40,
+                  bg("gaussian", low=(0.0, 0.0), step=(1.0, 1.0), p=(0.5, 0.5), seeds=(11, 12)))
+    mean_c = torch.tensor([0.5, 1.5], dtype=torch.float64)
+    var_c = torch.tensor([0.25, 9 * 0.25], dtype=torch.float64)
+    mean = torch.full((40,), float(mean_c.sum()), dtype=torch.float64)
+    var = torch.full((40,), float(var_c.sum()), dtype=torch.float64)
+    mean[2] -= mean_c[0]
+    var[2] -= var_c[0]
+    z = torch.randn((40, 2), generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    expect = (mean[:, None] + var.sqrt()[:, None] * z).float()
+    assert torch.allclose(background_sum(t, w), expect, atol=1e-5)
