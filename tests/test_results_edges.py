@@ -257,3 +257,10 @@ def test_defaults_and_cells_in_order_of_appearance():
     assert cells.loc[0, "verdict"] == U.floor_test(est.mdac_reps, fest.mdac_reps, 0.95)[0]
     pd.testing.assert_frame_equal(R.mdac_table(rows, scores=sc), runs)
     pd.testing.assert_frame_equal(R.mdac_table(rows, scores=sc, summary=True), cells)
+
+
+def test_a_duplicated_row_counts_once_first_value_wins():
+    rows = frame([("m", "none", 0, 0, "b", tiers(0.5, 0.5, 0.5, 0.5)),
+                  ("m", "opt", 0, 0, "o", tiers(0.25, 0.5, 0.5, 0.5))])
+    dup = pd.concat([rows, rows.iloc[[4]].assign(value=0.75)], ignore_index=True)  # o's low again, another value
+    assert R.mdac_tables(dup)[0].loc[0, "mdac"] == pytest.approx(0.5)
