@@ -44,6 +44,8 @@ def test_fedavg_masked_entries_average_over_holders_only():
     # a holder with weight 0 does not count
     out = fedavg(updates([0, 3], dense={"w": d}, masks={"w": m}))
     assert out["w"].tolist() == pytest.approx([0.0, 6.0, 0.0])
+    out = fedavg(updates([0.25, 0.5], dense={"w": d}, masks={"w": m}))  # holders' weight below 1
+    assert out["w"].tolist() == pytest.approx([1.0, (0.5 + 3) / 0.75, 0.0])
 
 
 def test_fedavg_zero_total_weight_and_summed():
