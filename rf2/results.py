@@ -190,8 +190,9 @@ def mdac_tables(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: in
             continue
         ck = tuple(g.iloc[0][k] for k in cell_keys)
         floor_cell[ck] = (g, est)
-        for j, (sd, i) in enumerate(zip(seeds, idx)):
-            floor_seed[ck + (sd,)] = (per_run.loc[i, "mdac"], None if est is None else est.seed_mdac_reps[j])
+        for i, r in g.iterrows():  # every floor run's MDAC, with its replicates where it has scores
+            reps = est.seed_mdac_reps[idx.index(i)] if est is not None and i in idx else None
+            floor_seed[ck + (int(r["seed"]),)] = (r["mdac"], reps)
     per_run["floor"] = np.nan
     per_run["verdict"] = NO_SCORES
     per_run["p_within"] = np.nan

@@ -61,7 +61,10 @@ def test_per_run_changes_mdac_and_floor_without_scores():
     assert r.loc["o0", "mdac"] == pytest.approx(0.6)
     assert r.loc["o1", "mdac"] == pytest.approx(0.3)
     assert r.loc["q0", "mdac"] == pytest.approx(0.5)
-    assert runs["floor"].isna().all()  # without scores (see the bootstrap test for the floor)
+    # each run's floor is its mapping and seed's retrained none against none, known without scores:
+    # seed 0: low (0.88 - 0.80) / 0.80 = 0.1, others 0 -> 0.1; seed 1: mid -0.2 -> 0.2; popular: no floor run
+    assert r.loc["o0", "floor"] == pytest.approx(0.1) and r.loc["o1", "floor"] == pytest.approx(0.2)
+    assert np.isnan(r.loc["q0", "floor"])
     assert (runs["verdict"] == U.NO_SCORES).all() and runs["p_within"].isna().all()
     assert runs["mdac_lo"].isna().all() and runs["mdac_hi"].isna().all()
 

@@ -185,3 +185,19 @@ def test_a_sweep_with_other_settings_is_refused_and_added_axes_are_merged(tmp_pa
     # no --config: the directory's own sweep.toml is continued (nothing left to run)
     assert main(["sweep", "--out", str(out), "--quiet"]) == 0
     assert "continuing the sweep" in capsys.readouterr().out
+
+
+def test_per_run_floor_is_reported_without_scores(tmp_path):
+    """Without stored scores there are no intervals, but each run's noise floor (the MDAC of its
+    mapping's retrained none) is still known and shown."""
+    out = tmp_path / "res"
+    Sweep(spec(mappings=("random",), optimizations=("exclude-lo",), noise_floor=True), out, progress=False,
+          executor="inprocess").run()
+    rows = load_results(out)
+    table = mdac_table(rows)  # no scores given
+    floor_rows = rows[(rows["replicate"] == 1) & (rows["metric"] == "auc")]
+    assert len(table) == 1 and np.isfinite(table["floor"].iloc[0])
+    assert table["verdict"].iloc[0] == "no scores" and np.isnan(table["mdac_lo"].iloc[0])
+    with_scores = mdac_table(rows, scores=out)
+    assert with_scores["floor"].iloc[0] == pytest.approx(table["floor"].iloc[0])
+    assert len(floor_rows)
