@@ -125,6 +125,20 @@ def _scores_loader(scores):
     return lambda rid: scores.get(rid)
 
 
+def _scored_pairs(g: pd.DataFrame, load) -> tuple[list, list, list]:
+    """``(pairs, row labels, draw keys)`` of the rows of ``g`` whose run and baseline both have
+    scores; the draw key is the baseline's run id, so every run against one baseline shares its
+    user draws."""
+    pairs, idx, keys = [], [], []
+    for i, r in g.iterrows():
+        o, b = load(r["run_id"]), load(r["run_id_base"])
+        if o is not None and b is not None:
+            pairs.append((o, b))
+            idx.append(i)
+            keys.append(str(r["run_id_base"]))
+    return pairs, idx, keys
+
+
 def mdac_table(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: int = 1000, level: float = 0.95,
                boot_seed: int = 0, summary: bool = False) -> pd.DataFrame:
     """MDAC per optimised run or per cell over seeds; see :func:`mdac_tables`."""
@@ -163,13 +177,7 @@ def mdac_tables(rows: pd.DataFrame, metric: str = "auc", scores=None, n_boot: in
     per_run["mdac_lo"] = per_run["mdac_hi"] = np.nan
     per_run = per_run.sort_values("seed", kind="stable")  # seeds in the same order in every cell (paired draws)
     for (_, g) in per_run.groupby(cell_keys + ["optimization", "kind"], sort=False, dropna=False):
-        pairs, idx, draw_keys = [], [], []
-        for i, r in g.iterrows():
-            o, b = load(r["run_id"]), load(r["run_id_base"])
-            if o is not None and b is not None:
-                pairs.append((o, b))
-                idx.append(i)
-                draw_keys.append(str(r["run_id_base"]))  # every run against this baseline: the same user draws
+        pairs, idx, draw_keys = _scored_pairs(g, load)
         est = None
         if pairs:
             try:
@@ -261,9 +269,7 @@ def noise_floor_table(rows: pd.DataFrame, metric: str = "auc", scores=None, n_bo
     per = _with_changes(floor_only, keys, tier_order, metric)
     out = []
     for _, g in per.groupby(cell_keys, sort=False, dropna=False):
-        found = [((load(r["run_id"]), load(r["run_id_base"])), str(r["run_id_base"])) for _, r in g.iterrows()]
-        found = [(p, k) for p, k in found if p[0] is not None and p[1] is not None]
-        pairs, draw_keys = [p for p, _ in found], [k for _, k in found]
+        pairs, _, draw_keys = _scored_pairs(g, load)
         row = {k: g.iloc[0][k] for k in cell_keys}
         row["n_seeds"] = int(g["seed"].nunique())
         if len(pairs) == len(g):
