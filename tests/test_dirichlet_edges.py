@@ -65,3 +65,27 @@ def test_random_ties_without_an_order_are_refused():
     p = np.array([[0.5, 0.3, 0.2]])
     with pytest.raises(ValueError, match=r"^tie='random' needs tie_order, a permutation of the tiers$"):
         assign_tiers(np.zeros(4, dtype=np.int64), p, np.linspace(0, 0.9, 4), tie="random")
+
+
+def test_bad_null_option_names_the_choices():
+    from tier_mapping.dirichlet import first_items
+
+    with pytest.raises(ValueError, match=r"^null must be one of \['sorted', 'last'\], got 'first'$"):
+        first_items(np.array([0]), np.array([0]), np.array([1]), 1, 1, null="first")
+
+
+def test_a_log_without_items_puts_every_user_in_the_null_item():
+    # no items at all: the only visiting rank is the pseudo-item (id 0 = n_items), every user's first rank is 0
+    from tier_mapping.dirichlet import first_items
+
+    order, first_rank = first_items(
+        np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), 4, 0)
+    assert order.tolist() == [0] and first_rank.tolist() == [0, 0, 0, 0]
+
+
+def test_assign_tiers_refuses_an_unknown_tie_rule_by_name():
+    from tier_mapping.dirichlet import assign_tiers
+
+    p = np.array([[0.5, 0.3, 0.2]])
+    with pytest.raises(ValueError, match=r"^tie must be one of \['low', 'high', 'random'\], got 'left'$"):
+        assign_tiers(np.zeros(4, dtype=np.int64), p, np.linspace(0, 0.9, 4), tie="left")
