@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,7 +33,24 @@ class RoundBatch:
         return self.X[a:b], self.y[a:b]
 
     @classmethod
-    def gather(cls, dataset: InteractionDataset, encoder: FeatureEncoder, clients: np.ndarray) -> "RoundBatch":
+    def gather(cls, dataset: InteractionDataset, encoder: FeatureEncoder, clients: np.ndarray, negatives: int = 0,
+               seeds: Sequence[int] | None = None, exclude_eval_negatives: bool = False) -> "RoundBatch":
+        """The training samples of ``clients`` (user ids, in round order), grouped per client.
+
+        ``negatives=0`` (the default): each client's training events, labels as in the dataset.
+
+        ``negatives=k > 0`` (implicit feedback, e.g. ``split="leave-one-out"``; FedEM §2.7): each
+        client's samples are its training positives (label 1, every training event must be one),
+        followed by ``k`` negatives per positive (label 0), drawn by
+        :func:`rf2.clients.negatives.sample_training_negatives` from ``seeds`` (one per client, its
+        seed for this round: ``ClientContext.seed``); negative ``j`` of the client's ``p``-th
+        positive is its sample ``n + p * k + j`` (``n`` positives). So a client has ``(1 + k) * n``
+        samples (FedEM: ``m_u = 5 (|I_u| - 2)``). Negative rows: see
+        :func:`rf2.clients.negatives.encode_negatives`.
+        """
+        from .negatives import _check_k, encode_negatives, sample_training_negatives
+
+        k = _check_k(negatives)
         clients = np.asarray(clients, dtype=np.int64)
         starts, ends = dataset.train_ptr[clients], dataset.train_ptr[clients + 1]
         counts = ends - starts
@@ -41,9 +59,33 @@ class RoundBatch:
             raise ValueError(f"clients {bad} have no training events and cannot train")
         offsets = np.repeat(starts - np.r_[0, np.cumsum(counts)[:-1]], counts)
         idx = dataset.train_index[np.arange(counts.sum()) + offsets]
-        return cls(
-            clients=clients,
-            X=encoder.encode(idx),
-            y=encoder.labels(idx),
-            ptr=torch.from_numpy(np.r_[0, np.cumsum(counts)].astype(np.int64)),
-        )
+        if k == 0:
+            return cls(
+                clients=clients,
+                X=encoder.encode(idx),
+                y=encoder.labels(idx),
+                ptr=torch.from_numpy(np.r_[0, np.cumsum(counts)].astype(np.int64)),
+            )
+        if seeds is None:
+            raise ValueError(f"negatives={k} needs seeds: one integer per client (its seed for this round, "
+                             "ClientContext.seed), so that the negatives are re-drawn reproducibly every round")
+        label = dataset.label[idx]
+        if (label != 1).any():
+            u = int(dataset.user[idx[label != 1][0]])
+            raise ValueError(f"negatives={k}: sampled training negatives are for implicit feedback, where every "
+                             f"training event is a positive (e.g. split='leave-one-out'); user {u} has a training "
+                             "event with label 0")
+        neg = sample_training_negatives(dataset, clients, seeds, k, exclude_eval_negatives)
+        X_pos = encoder.encode_numpy(idx)
+        X_neg = encode_negatives(encoder, X_pos, neg)
+        # per client: its n positives, then its n * k negatives
+        P = idx.size
+        pos_ptr = np.r_[0, np.cumsum(counts)].astype(np.int64)
+        out_ptr = pos_ptr * (1 + k)
+        pos_dest = np.arange(P, dtype=np.int64) + np.repeat(out_ptr[:-1] - pos_ptr[:-1], counts)
+        neg_dest = np.arange(P * k, dtype=np.int64) + np.repeat(out_ptr[:-1] + counts - pos_ptr[:-1] * k, counts * k)
+        X = np.empty((P * (1 + k), X_pos.shape[1]), dtype=np.float32)
+        X[pos_dest], X[neg_dest] = X_pos, X_neg
+        y = np.zeros(P * (1 + k), dtype=np.float32)
+        y[pos_dest] = 1.0
+        return cls(clients=clients, X=torch.from_numpy(X), y=torch.from_numpy(y), ptr=torch.from_numpy(out_ptr))
