@@ -54,3 +54,18 @@ def test_mdac_inputs():
     other = TierMetrics(base.frame, ("a", "b"))
     with pytest.raises(ValueError, match=r"^tiers differ: \('a', 'b'\) vs \('low', 'high'\)$"):
         relative_change(other, base)
+
+
+def test_log_loss_of_no_events_is_nan_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be an error here
+        assert math.isnan(log_loss(np.zeros(0), np.zeros(0)))
+
+
+def test_difference_and_ratio_by_hand():
+    tm = metrics({"low": (0.6, 0.9), "high": (0.8, 0.3), OVERALL: (0.7, 0.6)})
+    assert tm.ratio() == pytest.approx(0.75)  # default metric auc: 0.6 / 0.8
+    assert tm.ratio("log_loss") == pytest.approx(1 / 3)  # 0.3 / 0.9
+    assert tm.difference() == pytest.approx(0.2) and tm.difference("log_loss") == pytest.approx(0.6)
