@@ -52,6 +52,15 @@ def _parse_pairs(pairs: list[str], flag: str) -> dict:
     return out
 
 
+def _bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def add_setting_flags(g, skip: tuple[str, ...] = ()) -> None:
     """One flag per RunConfig field (``--clients-per-round``; dict fields take KEY=VALUE pairs)."""
     for name, typ, default, help_ in config_fields():
@@ -61,6 +70,8 @@ def add_setting_flags(g, skip: tuple[str, ...] = ()) -> None:
         if typ is dict:
             g.add_argument(flag, nargs="+", metavar="KEY=VALUE", default=None,
                            help=f"{help_}; KEY=VALUE pairs or one quoted inline table")
+        elif typ is bool:
+            g.add_argument(flag, type=_bool, default=None, metavar="true|false", help=f"{help_} (default: {str(default).lower()})")
         else:
             g.add_argument(flag, type=typ, default=None, metavar=typ.__name__.upper(), help=f"{help_} (default: {default})")
 

@@ -25,6 +25,7 @@ SELECT_BY = ("last", "valid")
 #: published protocol (RF²: 1 epoch, 1 step; HeteFedRec: 20 epochs)
 MAX_EPOCHS = 10_000
 MAX_LOCAL_STEPS = 10_000
+MAX_LOCAL_EPOCHS = 1_000
 
 
 def _finite_positive(v) -> bool:
@@ -49,7 +50,19 @@ class RunConfig:
     clients_per_round: int = _f(32, "K: clients selected per round (without repetition within an epoch)")
     epochs: int = _f(1, f"passes over all clients (RF²: 1, every client selected exactly once; at most {MAX_EPOCHS})")
     max_rounds: int = _f(0, "stop after this many rounds (0: no limit); for quick looks")
-    local_steps: int = _f(1, f"full-batch SGD steps each client takes per round (RF²: 1; at most {MAX_LOCAL_STEPS})")
+    local_steps: int = _f(1, f"optimiser steps each client takes on each local batch (RF²: 1 step on the whole data; "
+                             f"at most {MAX_LOCAL_STEPS})")
+    local_epochs: int = _f(1, f"passes each client makes over its data per round (RF²: 1; FedEM: 10; at most {MAX_LOCAL_EPOCHS})")
+    local_batch_size: int = _f(0, "samples per local mini-batch, shuffled every epoch from the client's stream "
+                                  "(0: the whole data as one batch, RF²; FedEM: 256)")
+    local_early_stop: str = _f("none", "stop a client's local epochs early: none | cumulative_mean (FedEM's rule on the "
+                                       "running mean batch loss) | per_epoch (the same test on each epoch's mean)")
+    local_early_stop_threshold: float = _f(1e-4, "early stop when |L_e - L_(e-1)| / |L_(e-1) + 1e-5| is below this "
+                                                 "(FedEM: 1e-4)")
+    train_negatives: int = _f(0, "leave-one-out datasets: training negatives per positive, re-drawn every round from "
+                                 "items the user never rated (0: none; FedEM: 4)")
+    train_negatives_avoid_eval: bool = _f(False, "training negatives also avoid the user's evaluation negatives "
+                                                 "(FedEM's code: false, they may coincide)")
     client_lr: float = _f(1.0, "client learning rate (RF² §5.1: SGD 1.0; HeteFedRec §V-D: Adam 0.001)")
     client_optimizer: str = _f("sgd", "client optimiser for the local steps: sgd | adam (fresh state every round)")
     server_optimizer: str = _f("adagrad", "server optimiser applied to the averaged update: adagrad | sgd")
@@ -70,27 +83,40 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine", "client_optimizer",
-                     "ranking_exclude", "select_by"):
+                     "ranking_exclude", "select_by", "local_early_stop"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise ValueError(f"config: {name} must be a string, got {v!r}")
-        positive_ints = ("n_tiers", "clients_per_round", "epochs", "local_steps", "eval_batch_size")
+        positive_ints = ("n_tiers", "clients_per_round", "epochs", "local_steps", "local_epochs", "eval_batch_size")
         for name in positive_ints:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"config: {name} must be an integer >= 1, got {v!r}")
-        for name, bound in (("epochs", MAX_EPOCHS), ("local_steps", MAX_LOCAL_STEPS)):
+        for name, bound in (("epochs", MAX_EPOCHS), ("local_steps", MAX_LOCAL_STEPS), ("local_epochs", MAX_LOCAL_EPOCHS)):
             if getattr(self, name) > bound:
                 raise ValueError(f"config: {name} must be an integer in [1, {bound}], got {getattr(self, name)}")
         from tier_mapping import MAX_TIERS
 
         if not 2 <= self.n_tiers <= MAX_TIERS:
             raise ValueError(f"config: n_tiers must be an integer in [2, {MAX_TIERS}] (RF²: 3), got {self.n_tiers}")
-        for name in ("seed", "replicate", "max_rounds", "ranking_k", "sampled_k", "valid_every"):
+        for name in ("seed", "replicate", "max_rounds", "ranking_k", "sampled_k", "valid_every", "local_batch_size",
+                     "train_negatives"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 hint = " (0 = no limit)" if name == "max_rounds" else ""
                 raise ValueError(f"config: {name} must be an integer >= 0{hint}, got {v!r}")
+        if not isinstance(self.train_negatives_avoid_eval, bool):
+            raise ValueError(f"config: train_negatives_avoid_eval must be true or false, got {self.train_negatives_avoid_eval!r}")
+        from rf2.clients.local import EARLY_STOP
+
+        if self.local_early_stop not in EARLY_STOP:
+            raise ValueError(f"config: local_early_stop must be one of {EARLY_STOP}, got {self.local_early_stop!r}")
+        v = self.local_early_stop_threshold
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v == 0 or _finite_positive(v)):
+            raise ValueError(f"config: local_early_stop_threshold must be a finite number >= 0, got {v!r}")
+        if self.local_early_stop != "none" and self.local_epochs == 1:
+            raise ValueError(f"config: local_early_stop = {self.local_early_stop!r} stops between local epochs, but "
+                             "local_epochs = 1; set local_epochs > 1 or local_early_stop = 'none'")
         for name in ("client_lr", "server_lr"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not _finite_positive(v):
@@ -181,6 +207,14 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path: str | Path, section: str | None = None) -> "RunConfig":
         return cls.from_dict(load_toml(path, section))
+
+    @property
+    def local_training(self):
+        """How each client trains in a round (:class:`rf2.clients.local.LocalTraining`)."""
+        from rf2.clients.local import LocalTraining
+
+        return LocalTraining(epochs=self.local_epochs, batch_size=self.local_batch_size, steps=self.local_steps,
+                             early_stop=self.local_early_stop, threshold=float(self.local_early_stop_threshold))
 
     def replace(self, **changes) -> "RunConfig":
         return replace(self, **changes)

@@ -5,9 +5,11 @@ Every round:
 
 1. **select** ``K`` clients without repetition (:mod:`rf2.selection`) among those the
    optimisation allows (``eligible``), then let it pick the ``participants``;
-2. **broadcast** the global model and **train locally**: full-batch SGD (or Adam,
-   :mod:`rf2.clients.optim`) on each client's data (:mod:`rf2.clients`), possibly on a sub-model
-   (``client_masks``);
+2. **broadcast** the global model and **train locally** on each client's data (with
+   ``train_negatives``, plus negatives re-drawn this round): ``local_epochs`` of ``local_steps``
+   steps per batch (full batch by default, RF²; mini-batches of ``local_batch_size``, shuffled per
+   epoch, with an optional early stop; :mod:`rf2.clients.local`) of SGD or Adam
+   (:mod:`rf2.clients.optim`), possibly on a sub-model (``client_masks``);
 3. **upload** through the optimisation's channel (``encode`` on the client, ``decode`` on the
    server);
 4. **aggregate** (FedAvg by sample count, :mod:`rf2.aggregation`);
@@ -181,12 +183,15 @@ class Simulation:
             if self.private_dense:
                 raise ValueError("sampled_k: sampled evaluation supports private embedding tables only, not private "
                                  f"dense parameters {sorted(self.private_dense)}; set sampled_k = 0")
-        if self.dataset.eval_negatives is not None and (self.dataset.label[self.dataset.train_index] == 1).all():
-            # hook for issue 13 §1: FedEM re-draws 4 training negatives per positive every round
-            # (fedem-method.md §2.7); until the engine does, a leave-one-out dataset trains on positives only
+        if config.train_negatives and self.dataset.eval_negatives is None:
+            raise ValueError(f"train_negatives={config.train_negatives}: dataset {config.dataset!r} has its own negatives "
+                             "(labels 0/1); per-round training negatives are for leave-one-out datasets (dataset option "
+                             "split = 'leave-one-out'); set train_negatives = 0")
+        if (not config.train_negatives and self.dataset.eval_negatives is not None
+                and (self.dataset.label[self.dataset.train_index] == 1).all()):
             warnings.warn(f"dataset {config.dataset!r} (leave-one-out) has no training negatives: every training "
-                          "label is 1, so the model can only learn that everything is a click (per-round training "
-                          "negatives are not implemented yet)", stacklevel=2)
+                          "label is 1, so the model can only learn that everything is a click; set train_negatives "
+                          "(FedEM: 4 per positive, re-drawn every round)", stacklevel=2)
         self.full_bits = 32.0 * sum(p.numel() for k, p in self.params.items() if k not in self.private)
         T = self.tiers.n_tiers
         self.cost = {"upload_bits": np.zeros(T), "compute_s": np.zeros(T), "participations": np.zeros(T, dtype=np.int64),
@@ -240,15 +245,16 @@ class Simulation:
 
     def train_round(self, round_: int, epoch: int, chosen: np.ndarray) -> dict:
         cfg, ds, opt = self.config, self.dataset, self.optimization
-        candidates = make_contexts(self.train_seed, chosen, self.tiers.tier, self.tiers.names, round_, epoch, ds.train_counts[chosen])
+        candidates = make_contexts(self.train_seed, chosen, self.tiers.tier, self.tiers.names, round_, epoch,
+                                   ds.train_counts[chosen] * (1 + cfg.train_negatives))
         contexts = opt.participants(candidates, self.full_round_time)
         clients = np.array([c.client_id for c in contexts], dtype=np.int64)
-        batch = RoundBatch.gather(ds, self.encoder, clients)
+        batch = self.gather(clients, contexts)
         masks = opt.client_masks(contexts, self.model)
         loss_args = opt.client_loss_args(contexts, self.model)
         private = {k: torch.stack([self.private_store[k].get(int(c), self.params[k]) for c in clients])
                    for k in self.private_store} or None
-        updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_steps, cfg.client_lr,
+        updates = self.engine.client_updates(self.model, self.params, batch, contexts, cfg.local_training, cfg.client_lr,
                                              masks, summed=opt.is_linear() and not self.private, private=private,
                                              loss_args=loss_args or None, optimizer=cfg.client_optimizer)
         updates = self.keep_private(updates, clients, private)
@@ -262,7 +268,7 @@ class Simulation:
         loss = float((updates.loss * w).sum() / w.sum())
         if not math.isfinite(loss):
             raise DivergenceError(f"round {round_}: training loss is {loss}")
-        costs = self.system.costs(contexts, bits, cfg.local_steps, opt.compute_fraction(contexts, self.model))
+        costs = self.system.costs(contexts, bits, self.passes(updates), opt.compute_fraction(contexts, self.model))
         tiers = np.array([c.tier for c in contexts])
         T = self.tiers.n_tiers
         self.cost["upload_bits"] += np.bincount(tiers, weights=bits, minlength=T)
@@ -273,6 +279,23 @@ class Simulation:
         return {"round": round_, "epoch": epoch, "selected": int(chosen.size), "participants": int(clients.size),
                 "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6,
                 "sim_round_s": float(costs.total_s.max())}
+
+    def gather(self, clients: np.ndarray, contexts) -> RoundBatch:
+        """The round's training samples of ``clients``: their training events, plus with
+        ``train_negatives`` that many negatives per positive drawn afresh from each client's
+        round stream (:mod:`rf2.clients.negatives`; ``fedem-method.md`` §2.7)."""
+        k = self.config.train_negatives
+        if not k:
+            return RoundBatch.gather(self.dataset, self.encoder, clients)
+        return RoundBatch.gather(self.dataset, self.encoder, clients, negatives=k, seeds=[c.seed for c in contexts],
+                                 exclude_eval_negatives=self.config.train_negatives_avoid_eval)
+
+    def passes(self, updates) -> np.ndarray | int:
+        """Per client, how many times its samples went through a step this round (local steps x
+        local epochs trained), for the system model's compute time."""
+        if updates.epochs_run is None:
+            return self.config.local_steps * self.config.local_epochs
+        return self.config.local_steps * updates.epochs_run.numpy()
 
     def keep_private(self, updates, clients: np.ndarray, private: dict | None):
         """Each client keeps its trained private parameters (HeteFedRec §III): client-keyed table rows
@@ -290,7 +313,8 @@ class Simulation:
 
     def full_round_time(self, contexts) -> np.ndarray:
         """Each candidate's simulated time to train and upload the full 32-bit model (seconds)."""
-        return self.system.costs(contexts, np.full(len(contexts), self.full_bits), self.config.local_steps).total_s
+        return self.system.costs(contexts, np.full(len(contexts), self.full_bits),
+                                 self.config.local_steps * self.config.local_epochs).total_s
 
     def run(self) -> RunResult:
         if not self.optimization.collaborative:  # Standalone: no server, every client alone

@@ -76,6 +76,10 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     if cfg.valid_every:
         raise ValueError(f"valid_every={cfg.valid_every}: optimization {opt.spec!r} trains every client alone, so there "
                          "are no server rounds to validate after; set valid_every = 0")
+    if cfg.train_negatives:
+        raise ValueError(f"train_negatives={cfg.train_negatives}: optimization {opt.spec!r} trains each client through all "
+                         "its epochs on data gathered once, so negatives cannot be re-drawn every round; set "
+                         "train_negatives = 0 for standalone runs")
     plan = sim.schedule()
     groups = [chosen for _, chosen in plan[: plan.per_epoch]]  # epoch 0; later epochs reuse its groups
     n_rounds = len(groups)
@@ -115,7 +119,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
             round_ = epoch * n_rounds + r
             contexts = make_contexts(sim.train_seed, clients, sim.tiers.tier, sim.tiers.names, round_, epoch,
                                      ds.train_counts[clients])
-            u = sim.engine.client_updates(model, params, batch, contexts, cfg.local_steps, cfg.client_lr,
+            u = sim.engine.client_updates(model, params, batch, contexts, cfg.local_training, cfg.client_lr,
                                           opt.client_masks(contexts, model), private=dense, private_rows=rows or None,
                                           loss_args=opt.client_loss_args(contexts, model) or None,
                                           optimizer=cfg.client_optimizer)
@@ -127,7 +131,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
             loss = float((u.loss * w).sum() / w.sum())
             if not math.isfinite(loss):
                 raise DivergenceError(f"round {round_}: training loss is {loss}")
-            costs = sim.system.costs(contexts, np.zeros(C), cfg.local_steps, opt.compute_fraction(contexts, model))
+            costs = sim.system.costs(contexts, np.zeros(C), sim.passes(u), opt.compute_fraction(contexts, model))
             tiers = sim.tiers.tier[clients]
             sim.cost["compute_s"] += np.bincount(tiers, weights=costs.compute_s, minlength=T)
             sim.cost["participations"] += np.bincount(tiers, minlength=T)

@@ -136,7 +136,8 @@ class SweepSpec:
 #: settings added after rf2 0.1: left out of a run's id while at their default, so the ids (and
 #: finished runs) of existing results directories stay valid.
 LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate", "sampled_k", "valid_every",
-                "select_by")
+                "select_by", "local_epochs", "local_batch_size", "local_early_stop", "local_early_stop_threshold",
+                "train_negatives", "train_negatives_avoid_eval")
 
 
 def run_id(cfg: RunConfig) -> str:

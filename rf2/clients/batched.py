@@ -28,6 +28,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from rf2.models import RecModel
 
 from .batch import RoundBatch
+from .local import LocalTraining, batch_orders
 from .optim import as_client_optimizer
 from .reference import has_client_loss, table_index_columns
 from .updates import ClientUpdates, TableRows
@@ -118,7 +119,7 @@ class BatchedEngine:
         params: dict[str, torch.Tensor],
         batch: RoundBatch,
         contexts: Sequence,
-        local_steps: int,
+        local_steps: "int | LocalTraining",
         lr: float,
         masks: dict[str, torch.Tensor] | None = None,
         summed: bool = False,
@@ -138,15 +139,16 @@ class BatchedEngine:
         laid out exactly as the ``TableRows`` this engine returns for the same batch (Standalone
         training, :mod:`rf2.standalone`); other rows start from ``params``."""
         opt = as_client_optimizer(optimizer, lr)
+        plan = LocalTraining.of(local_steps)
         custom = has_client_loss(model, loss_args)
         loss_args = loss_args or {}
         private = private or {}
         private_rows = private_rows or {}
         if summed and (private or private_rows):
             raise ValueError("summed updates cannot carry per-client private parameters")
-        if summed and local_steps == 1 and not custom and opt.is_linear:
+        if summed and plan.single_step and not custom and opt.is_linear:
             return self.summed_update(model, params, batch, contexts, lr, masks)
-        if self.flat and local_steps == 1 and masks is None and not private and not private_rows and not custom:
+        if self.flat and plan.single_step and masks is None and not private and not private_rows and not custom:
             owners = linear_owners(model, [k for k in params if k not in table_index_columns(model)])
             if owners is not None:
                 return self.flat_updates(model, params, batch, contexts, opt, owners)
@@ -165,6 +167,7 @@ class BatchedEngine:
         out_dense = {k: torch.empty((C, *params[k].shape), dtype=params[k].dtype) for k in dense_names}
         out_tables = {k: torch.empty((int(lt.ptr[-1]), params[k].shape[1]), dtype=params[k].dtype) for k, lt in local.items()}
         losses = torch.empty(C)
+        epochs_run = torch.empty(C, dtype=torch.long)
 
         def loss_fn(p, Xc, yc, wc, la):
             if custom:
@@ -179,17 +182,11 @@ class BatchedEngine:
         # client of a bucket (clients are grouped by them), so the model sees them as plain tensors
         # and may skip work they switch off (hetencf: sub-models with coefficient 0)
         step_fn = vmap(grad_and_value(loss_fn), in_dims=(0, 0, 0, 0, None))
-        for b, la in self.loss_groups(counts, loss_args):
+        n_batches = torch.from_numpy(plan.n_batches(counts.numpy()))
+        total_steps = n_batches * plan.epochs * plan.steps
+        for b, la in self.loss_groups(counts, loss_args, None if plan.full_batch else total_steps):
             Cb = b.numel()
-            n_max = int(counts[b].max())
-            # padded samples: [Cb, n_max, cols]
-            pos = self.ptr_positions(batch.ptr, b, n_max)  # [Cb, n_max], -1 for padding
-            valid = pos >= 0
-            Xb = torch.zeros((Cb, n_max, X.shape[1]), dtype=X.dtype)
-            Xb[valid] = X[pos[valid]]
-            yb = torch.zeros((Cb, n_max))
-            yb[valid] = batch.y[pos[valid]]
-            wb = valid.to(torch.float32) / counts[b].to(torch.float32)[:, None]
+            order = self.batch_positions(plan, batch.ptr, b, counts, n_batches, contexts)  # [Cb, E, nb, W]
             p = {k: private[k][b].detach() if k in private else params[k].detach().expand(Cb, *params[k].shape)
                  for k in dense_names}
             table_slots = {}
@@ -204,14 +201,57 @@ class BatchedEngine:
                     p[k] = params[k].detach()[rows]  # [Cb, u_max, D]
             m = {} if masks is None else {k: v[b] for k, v in masks.items()}
             p0 = {k: v.clone() for k, v in p.items()}
-            state = opt.init(p)  # fresh every round, one entry per client's parameter entry
-            for step in range(local_steps):
-                eff = masked(p, m)
-                g, value = step_fn(eff, Xb, yb, wb, la)
-                if step == 0:
-                    losses[b] = value.detach()
-                inc, state = opt.increments({k: g[k] * m[k] if k in m else g[k] for k in p}, state)
+            # fresh every round, kept through the client's epochs; per-client step counts when
+            # clients of the bucket stop at different steps
+            uniform = plan.full_batch and plan.early_stop == "none"  # every client steps every time
+            state = opt.init(p) if uniform else opt.init(p, clients=Cb)
+            nb, T = n_batches[b], total_steps[b]
+            ar = torch.arange(Cb)
+            stopped = torch.zeros(Cb, dtype=torch.bool)
+            seen_sum = torch.zeros(Cb, dtype=torch.float64)  # batch losses (first step of each batch)
+            seen_n = torch.zeros(Cb, dtype=torch.float64)
+            epoch_sum = torch.zeros(Cb, dtype=torch.float64)
+            epoch_n = torch.zeros(Cb, dtype=torch.float64)
+            prev = {"per_epoch": torch.zeros(Cb, dtype=torch.float64), "cumulative_mean": torch.zeros(Cb, dtype=torch.float64)}
+            epochs_done = torch.zeros(Cb, dtype=torch.long)
+            for s in range(int(T.max())):
+                active = (s < T) & ~stopped
+                if not bool(active.any()):
+                    break
+                bstep = s // plan.steps  # the batch each client is on, counted over its epochs
+                e = torch.div(bstep, nb, rounding_mode="floor").clamp_max(plan.epochs - 1)
+                pos = order[ar, e, bstep % nb]  # [Cb, W] sample positions, -1 padding
+                valid = (pos >= 0) & active[:, None]
+                Xb = torch.where(valid[..., None], X[pos.clamp_min(0)], 0)  # padding: index 0, in every local table
+                yb = torch.where(valid, batch.y[pos.clamp_min(0)], 0.0)
+                wb = valid.to(torch.float32) / valid.sum(1, keepdim=True).clamp_min(1).to(torch.float32)
+                g, value = step_fn(masked(p, m), Xb, yb, wb, la)
+                g = {k: g[k] * m[k] if k in m else g[k] for k in p}
+                if uniform:
+                    inc, state = opt.increments(g, state)
+                else:
+                    inc, state = opt.increments(g, state, active=active)
                 p = {k: v + inc[k] for k, v in p.items()}
+                if s % plan.steps == 0:  # a batch's first step: its loss counts
+                    v64 = torch.where(active, value.detach().to(torch.float64), 0.0)
+                    seen_sum += v64
+                    seen_n += active.to(torch.float64)
+                    epoch_sum += v64
+                    epoch_n += active.to(torch.float64)
+                ends = active & ((s + 1) % (nb * plan.steps) == 0)  # clients finishing an epoch
+                if bool(ends.any()):
+                    if plan.early_stop != "none":
+                        cur = {"per_epoch": epoch_sum / epoch_n.clamp_min(1), "cumulative_mean": seen_sum / seen_n.clamp_min(1)}
+                        series, last = cur[plan.early_stop], prev[plan.early_stop]
+                        rel = (series - last).abs() / (last + 1e-5).abs()
+                        stopped |= ends & (epochs_done > 0) & (rel < plan.threshold)
+                        for k in prev:
+                            prev[k] = torch.where(ends, cur[k], prev[k])
+                    epochs_done += ends.long()
+                    epoch_sum = torch.where(ends, 0.0, epoch_sum)
+                    epoch_n = torch.where(ends, 0.0, epoch_n)
+            losses[b] = (seen_sum / seen_n.clamp_min(1)).to(torch.float32)
+            epochs_run[b] = epochs_done
             for k in dense_names:
                 out_dense[k][b] = p[k] - p0[k]
             for k, slot in table_slots.items():
@@ -227,11 +267,35 @@ class BatchedEngine:
                     for k, lt in local.items()},
             masks=masks,
             loss=losses,
+            epochs_run=epochs_run,
         )
 
-    def loss_groups(self, counts: torch.Tensor, loss_args: dict[str, torch.Tensor]):
+    @staticmethod
+    def batch_positions(plan: LocalTraining, ptr: torch.Tensor, clients: torch.Tensor, counts: torch.Tensor,
+                        n_batches: torch.Tensor, contexts: Sequence) -> torch.Tensor:
+        """``[len(clients), epochs, max batches, width]`` positions (into the round's samples) of
+        every batch of every epoch of each client, -1 padding; the same batches, in the same
+        order, as the reference (:func:`rf2.clients.local.batch_orders`)."""
+        n = counts[clients]
+        nb_max = int(n_batches[clients].max())
+        width = int(n.max()) if plan.full_batch else min(plan.batch_size, int(n.max()))
+        out = torch.full((clients.numel(), plan.epochs, nb_max * width), -1, dtype=torch.long)
+        if plan.full_batch:
+            j = torch.arange(width)
+            pos = torch.where(j[None, :] < n[:, None], ptr[clients][:, None] + j[None, :], -1)
+            out[:] = pos[:, None, :]
+        else:
+            for i, c in enumerate(clients.tolist()):
+                nc, start = int(counts[c]), int(ptr[c])
+                for e, order in enumerate(batch_orders(plan, contexts[c].seed, nc)):
+                    out[i, e, :nc] = torch.from_numpy(order) + start
+        return out.reshape(clients.numel(), plan.epochs, nb_max, width)
+
+    def loss_groups(self, counts: torch.Tensor, loss_args: dict[str, torch.Tensor], steps: torch.Tensor | None = None):
         """Yield ``(clients, args)``: buckets (:func:`plan_buckets`) of clients whose per-client loss
-        arguments are identical, with those arguments (one client's row)."""
+        arguments are identical, with those arguments (one client's row). Buckets are planned by
+        sample count (full batches: a step's work), or with ``steps`` by each client's number of
+        mini-batch steps (the bucket runs as many steps as its longest client)."""
         C = counts.numel()
         if loss_args:
             key = torch.cat([v.reshape(C, -1).to(torch.float64) for v in loss_args.values()], dim=1)
@@ -241,7 +305,8 @@ class BatchedEngine:
         for g in torch.unique(group).tolist():
             members = torch.nonzero(group == g).flatten()
             args = {k: v[members[0]] for k, v in loss_args.items()}
-            for bucket in plan_buckets(counts[members].numpy(), self.slack, self.max_cells):
+            key = counts if steps is None else steps
+            for bucket in plan_buckets(key[members].numpy(), self.slack, self.max_cells):
                 yield members[torch.from_numpy(bucket)], args
 
     def flat_updates(self, model, params, batch: RoundBatch, contexts, opt, owners: dict[str, str]) -> ClientUpdates:

@@ -47,22 +47,50 @@ class ClientOptimizer:
         summed before they are computed; see ``BatchedEngine.summed_update``)."""
         return self.name == "sgd"
 
-    def init(self, params: dict[str, torch.Tensor]) -> dict:
+    def init(self, params: dict[str, torch.Tensor], clients: int | None = None) -> dict:
+        """A fresh state. ``clients``: the parameters are ``[clients, *shape]`` stacks whose clients
+        may step at different times (:meth:`increments` with ``active``), so each keeps its own
+        step count ``t``."""
         if self.name == "sgd":
             return {}
-        return {"t": 0, "m": {k: torch.zeros_like(v) for k, v in params.items()},
+        t = 0 if clients is None else torch.zeros(clients, dtype=torch.float64)
+        return {"t": t, "m": {k: torch.zeros_like(v) for k, v in params.items()},
                 "v": {k: torch.zeros_like(v) for k, v in params.items()}}
 
-    def increments(self, grads: dict[str, torch.Tensor], state: dict) -> tuple[dict[str, torch.Tensor], dict]:
-        """The step's increment of every parameter in ``grads`` and the new state."""
+    def increments(self, grads: dict[str, torch.Tensor], state: dict,
+                   active: torch.Tensor | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+        """The step's increment of every parameter in ``grads`` and the new state. ``active``:
+        ``[C]`` bools over the leading (client) axis of stacked parameters (state from
+        ``init(..., clients=C)``): an inactive client's increment is 0 and its state is unchanged
+        (a client that has finished its local epochs while others of its bucket go on)."""
+        if active is None:
+            if self.name == "sgd":
+                return {k: -self.lr * g for k, g in grads.items()}, state
+            b1, b2 = self.betas
+            t = state["t"] + 1
+            m = {k: b1 * state["m"][k] + (1 - b1) * g for k, g in grads.items()}
+            v = {k: b2 * state["v"][k] + (1 - b2) * g * g for k, g in grads.items()}
+            c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+            inc = {k: -self.lr * (m[k] / c1) / ((v[k] / c2).sqrt() + self.eps) for k in grads}
+            return inc, {"t": t, "m": m, "v": v}
+
+        def per_client(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return x.reshape(-1, *([1] * (like.dim() - 1)))
+
         if self.name == "sgd":
-            return {k: -self.lr * g for k, g in grads.items()}, state
+            return {k: torch.where(per_client(active, g), -self.lr * g, 0.0) for k, g in grads.items()}, state
         b1, b2 = self.betas
-        t = state["t"] + 1
-        m = {k: b1 * state["m"][k] + (1 - b1) * g for k, g in grads.items()}
-        v = {k: b2 * state["v"][k] + (1 - b2) * g * g for k, g in grads.items()}
-        c1, c2 = 1 - b1 ** t, 1 - b2 ** t
-        inc = {k: -self.lr * (m[k] / c1) / ((v[k] / c2).sqrt() + self.eps) for k in grads}
+        t = state["t"] + active.to(torch.float64)
+        # bias corrections in double, then float32 as a Python-scalar t gives (inactive: t may be 0)
+        c1, c2 = (1 - b1 ** t).to(torch.float32), (1 - b2 ** t).to(torch.float32)
+        m, v, inc = {}, {}, {}
+        for k, g in grads.items():
+            on = per_client(active, g)
+            m[k] = torch.where(on, b1 * state["m"][k] + (1 - b1) * g, state["m"][k])
+            v[k] = torch.where(on, b2 * state["v"][k] + (1 - b2) * g * g, state["v"][k])
+            step = -self.lr * (m[k] / per_client(c1, g).clamp_min(1e-30)) / (
+                (v[k] / per_client(c2, g).clamp_min(1e-30)).sqrt() + self.eps)
+            inc[k] = torch.where(on, step, 0.0)
         return inc, {"t": t, "m": m, "v": v}
 
     def first_increment(self, g: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Steps 2-3 of a round, the plain way: broadcast, then each client trains alone.
 
-For every selected client, one after another: copy the global parameters, run ``local_steps``
-full-batch steps of the client optimiser (SGD, RF² §4.1, or Adam; :mod:`rf2.clients.optim`) on
-the client's whole training data (mean binary cross-entropy),
+For every selected client, one after another: copy the global parameters, train it as
+:class:`~rf2.clients.local.LocalTraining` says (RF² §4.1: ``local_steps`` full-batch steps; or
+epochs of shuffled mini-batches with an optional early stop, FedEM) with the client optimiser
+(SGD or Adam; :mod:`rf2.clients.optim`) on the mean binary cross-entropy of each batch,
 and report ``Δ = θ_client - θ_global``. Embedding-table updates are then cut down to the rows
 the client's data indexes (every other row of ``Δ`` is exactly zero).
 
@@ -20,6 +21,7 @@ from torch.func import functional_call
 from rf2.models import RecModel
 
 from .batch import RoundBatch
+from .local import LocalTraining, batch_orders, should_stop
 from .optim import as_client_optimizer
 from .updates import ClientUpdates, TableRows
 
@@ -66,7 +68,7 @@ class ReferenceEngine:
         params: dict[str, torch.Tensor],
         batch: RoundBatch,
         contexts: Sequence,
-        local_steps: int,
+        local_steps: "int | LocalTraining",  # full-batch steps, or the whole local schedule
         lr: float,
         masks: dict[str, torch.Tensor] | None = None,
         summed: bool = False,  # ignored: the reference always computes every client's update
@@ -76,6 +78,7 @@ class ReferenceEngine:
         private_rows: dict[str, torch.Tensor] | None = None,  # per table: each client's own touched rows
     ) -> ClientUpdates:
         opt = as_client_optimizer(optimizer, lr)
+        plan = LocalTraining.of(local_steps)
         private_rows = private_rows or {}
         was_training = model.training
         model.eval()  # no dropout; batch norm (deepctr's Dice) uses fixed statistics
@@ -83,7 +86,7 @@ class ReferenceEngine:
         dense: dict[str, list[torch.Tensor]] = {k: [] for k in params if k not in tables}
         rows: dict[str, list[torch.Tensor]] = {k: [] for k in tables}
         vals: dict[str, list[torch.Tensor]] = {k: [] for k in tables}
-        losses = []
+        losses, epochs_run = [], []
         touched = [{k: touched_rows(batch.client(c)[0], cols) for k, cols in tables.items()} for c in range(batch.n_clients)]
         offset = {k: 0 for k in tables}
         if private_rows:
@@ -99,17 +102,36 @@ class ReferenceEngine:
                 start[k][r] = private_rows[k][offset[k] : offset[k] + r.numel()]
                 offset[k] += r.numel()
             local = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
-            state = opt.init(local)  # fresh every round
-            for step in range(local_steps):
-                eff = local if masks is None else {k: v * masks[k][c] if k in masks else v for k, v in local.items()}
-                loss = client_loss(model, eff, X, y, loss_args and {k: v[c] for k, v in loss_args.items()})
-                if step == 0:
-                    losses.append(loss.detach())
-                # a model may leave parameters out of a client's loss (hetencf: unused sub-models): zero gradient
-                grads = torch.autograd.grad(loss, list(local.values()), allow_unused=True, materialize_grads=True)
-                with torch.no_grad():
-                    inc, state = opt.increments(dict(zip(local, grads)), state)
-                    local = {k: (v + inc[k]).requires_grad_(True) for k, v in local.items()}
+            state = opt.init(local)  # fresh every round, kept through all the client's epochs
+            la = loss_args and {k: v[c] for k, v in loss_args.items()}
+            n = X.shape[0]
+            size = n if plan.full_batch else plan.batch_size
+            seen, epoch_means, cumulative = [], [], []  # each batch's loss at its first step
+            for order in batch_orders(plan, contexts[c].seed if not plan.full_batch else 0, n):
+                this_epoch = []
+                for a in range(0, n, size):
+                    if plan.full_batch:
+                        Xb, yb = X, y
+                    else:
+                        idx = torch.from_numpy(order[a : a + size])
+                        Xb, yb = X[idx], y[idx]
+                    for step in range(plan.steps):
+                        eff = local if masks is None else {k: v * masks[k][c] if k in masks else v for k, v in local.items()}
+                        loss = client_loss(model, eff, Xb, yb, la)
+                        if step == 0:
+                            this_epoch.append(float(loss.detach()))
+                        # a model may leave parameters out of a client's loss (hetencf: unused sub-models): zero gradient
+                        grads = torch.autograd.grad(loss, list(local.values()), allow_unused=True, materialize_grads=True)
+                        with torch.no_grad():
+                            inc, state = opt.increments(dict(zip(local, grads)), state)
+                            local = {k: (v + inc[k]).requires_grad_(True) for k, v in local.items()}
+                seen += this_epoch
+                epoch_means.append(sum(this_epoch) / len(this_epoch))
+                cumulative.append(sum(seen) / len(seen))
+                if should_stop(plan, epoch_means, cumulative):
+                    break
+            losses.append(torch.tensor(sum(seen) / len(seen), dtype=torch.float32))
+            epochs_run.append(len(epoch_means))
             for k, v in local.items():
                 delta = (v - start[k]).detach()
                 if k in tables:
@@ -134,4 +156,5 @@ class ReferenceEngine:
             tables=out_tables,
             masks=masks,
             loss=torch.stack(losses),
+            epochs_run=torch.tensor(epochs_run, dtype=torch.long),
         )

@@ -83,7 +83,8 @@ class ClientUpdates:
     dense: dict[str, torch.Tensor]
     tables: dict[str, TableRows]
     masks: dict[str, torch.Tensor] | None = None
-    loss: torch.Tensor | None = None  # [C] each client's training loss before its first step
+    loss: torch.Tensor | None = None  # [C] each client's mean batch loss (each batch before its first step)
+    epochs_run: torch.Tensor | None = None  # [C] local epochs each client trained (< planned after an early stop)
     extra: dict = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every parameter's shape
     summed: dict | None = None  # the FedAvg aggregate, when computed directly (dense/tables then empty)
@@ -156,6 +157,7 @@ class ClientUpdates:
             tables=tables,
             masks=None if self.masks is None else {k: v[idx] for k, v in self.masks.items()},
             loss=None if self.loss is None else self.loss[idx],
+            epochs_run=None if self.epochs_run is None else self.epochs_run[idx],
             extra=dict(self.extra),
             shapes=dict(self.shapes),
         )

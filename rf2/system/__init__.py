@@ -4,7 +4,7 @@ Each tier has a :class:`DeviceProfile`: a per-sample training time drawn from a 
 (RF² §4.3 models device performance "as a Gaussian distribution using real-world measurements",
 citing Yang et al., WWW 2021, ref. [23]) and an upload bandwidth. For every participant of a round:
 
-* ``compute_s = n_samples * local_steps * t * compute_fraction`` with ``t ~ N(mean, std)`` drawn
+* ``compute_s = n_samples * passes * t * compute_fraction`` (passes = local steps x local epochs run) with ``t ~ N(mean, std)`` drawn
   from the client's own RNG (truncated below at 10% of the mean), and ``compute_fraction`` the share
   of the full model's work its sub-model does (1 for the full model; Channel trains less);
 * ``upload_s = bits / (upload_mbps * 1e6)``, with ``bits`` from the optimisation's encoding;
@@ -151,16 +151,19 @@ class SystemModel:
             profiles[i] = replace(profiles[i], **change)
         self.profiles = profiles
 
-    def costs(self, contexts: Sequence, bits: np.ndarray, local_steps: int,
+    def costs(self, contexts: Sequence, bits: np.ndarray, local_steps: "int | np.ndarray",
               compute_fraction: np.ndarray | None = None) -> ClientCosts:
+        """``local_steps``: times each client's samples went through a step (local steps x local
+        epochs), one number for all or one per client (fewer after an early stop)."""
         n = len(contexts)
         frac = np.ones(n) if compute_fraction is None else np.asarray(compute_fraction, dtype=float)
+        passes = np.broadcast_to(np.asarray(local_steps, dtype=float), (n,))
         compute = np.empty(n)
         upload = np.empty(n)
         for i, ctx in enumerate(contexts):
             prof = self.profiles[ctx.tier]
             t = numpy_rng(ctx.seed, "system").normal(prof.ms_per_sample, prof.ms_per_sample_std)
             t = max(t, 0.1 * prof.ms_per_sample)
-            compute[i] = ctx.num_samples * local_steps * t * frac[i] / 1000.0
+            compute[i] = ctx.num_samples * passes[i] * t * frac[i] / 1000.0
             upload[i] = float(bits[i]) / (prof.upload_mbps * 1e6)
         return ClientCosts(compute, upload, np.asarray(bits, dtype=float))
