@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .fedem import FEDEM_USAGE, FedEM, parse_fedem
 from .base import ClientContext, Optimization, dense_entry_count, make_contexts
 from .channel import CHANNEL_USAGE, Channel
 from .compression import (
@@ -157,6 +158,7 @@ def _channel(args, spec):
 
 
 register("hetefedrec", HETEFEDREC_USAGE.replace("use ", "", 1))(parse_hetefedrec)
+register("fedem", FEDEM_USAGE.replace("use ", "", 1) + "  (model fcf; personalised merging)")(parse_fedem)
 
 
 def expand_optimizations(specs) -> list[str]:
@@ -196,6 +198,6 @@ def parse_optimization(spec: str) -> Optimization:
     return REGISTRY[name](parts[1:], spec.strip())
 
 
-__all__ = ["PRESETS", "REGISTRY", "USAGE", "Channel", "ClientContext", "ExcludeLo", "Optimization", "Overselect",
+__all__ = ["PRESETS", "REGISTRY", "USAGE", "Channel", "ClientContext", "ExcludeLo", "FedEM", "Optimization", "Overselect",
            "Prune", "Quant", "QuantS", "Standalone", "dense_entry_count", "expand_optimizations", "make_contexts",
            "parse_optimization", "register"]

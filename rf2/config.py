@@ -20,7 +20,7 @@ def _f(default, help: str, **kw):
 
 ENGINES = ("batched", "reference")
 #: which round's model is evaluated on test (``select_by``)
-SELECT_BY = ("last", "valid")
+SELECT_BY = ("last", "valid", "test")
 #: upper bounds that keep a typo (``epochs = 1000000000``) from running for ever: far above any
 #: published protocol (RF²: 1 epoch, 1 step; HeteFedRec: 20 epochs)
 MAX_EPOCHS = 10_000
@@ -79,7 +79,8 @@ class RunConfig:
     valid_every: int = _f(0, "with sampled_k: validation HR/NDCG every N rounds and after the last, a curve in the rounds "
                              "table (0: off)")
     select_by: str = _f("last", "model evaluated on test: last (the final round) | valid (the round with the best "
-                                "validation HR@sampled_k; needs valid_every)")
+                                "validation HR@sampled_k; needs valid_every) | test (best test HR, FedEM's code; fedem "
+                                "only, flagged selected_on_test in the results)")
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine", "client_optimizer",
@@ -130,8 +131,8 @@ class RunConfig:
             raise ValueError(f"config: select_by must be one of {SELECT_BY}, got {self.select_by!r}")
         if self.valid_every and not self.sampled_k:
             raise ValueError("config: valid_every needs sampled_k >= 1 (validation HR/NDCG are sampled metrics)")
-        if self.select_by == "valid" and not self.valid_every:
-            raise ValueError("config: select_by = 'valid' needs valid_every >= 1 (rounds with a validation score)")
+        if self.select_by in ("valid", "test") and not self.valid_every:
+            raise ValueError(f"config: select_by = {self.select_by!r} needs valid_every >= 1 (rounds with a score)")
         if self.ranking_exclude not in EXCLUDE_CHOICES:
             raise ValueError(f"config: ranking_exclude must be one of {EXCLUDE_CHOICES}, got {self.ranking_exclude!r}")
 

@@ -21,7 +21,9 @@ leave-one-out dataset, ``sampled_k`` adds HR/NDCG over sampled candidates
 curve in the rounds table) and ``select_by = "valid"`` evaluates the round with the best
 validation HR on test instead of the last (reported as the ``selected_round`` row).
 
-An optimisation that is not ``collaborative`` (Standalone) runs :mod:`rf2.standalone` instead.
+An optimisation that is not ``collaborative`` (Standalone) runs :mod:`rf2.standalone` instead; a
+``personalised`` one (FedEM: clients keep whole models, the server sends each its own table) runs
+the same five steps in :mod:`rf2.personalised`.
 """
 from __future__ import annotations
 
@@ -321,6 +323,13 @@ class Simulation:
             from rf2.standalone import run_standalone
 
             return run_standalone(self)
+        if getattr(self.optimization, "personalised", False):  # clients keep whole models (FedEM)
+            from rf2.personalised import run_personalised
+
+            return run_personalised(self)
+        if self.config.select_by == "test":
+            raise ValueError(f"select_by = 'test' (the round with the best test HR, FedEM's code) is offered for "
+                             f"personalised runs (fedem) only; optimization {self.config.optimization!r}: use 'valid'")
         t0 = time.perf_counter()
         plan = self.schedule()
         self.check_memory()

@@ -118,7 +118,8 @@ def leave_one_out(dataset, min_interactions: int = LOO_MIN_INTERACTIONS, n_negat
        event after filtering (FedEM's item universe) that the user never interacted with, seeded
        by ``seed``; stored as ``eval_negatives`` and shared by validation and test.
 
-    The item table, ids and features are kept unchanged (items that lost all their events stay in
+    A ``user_id`` feature (user index + 1) is added if the dataset has none, for models with a
+    per-user embedding (NCF, FedEM's FCF). The item table, ids and features are kept unchanged (items that lost all their events stay in
     the table but are never candidates). Training negatives (FedEM re-draws 4 per positive every
     round) are not part of the dataset: they belong to the training loop (issue 13 §1).
     """
@@ -142,6 +143,12 @@ def leave_one_out(dataset, min_interactions: int = LOO_MIN_INTERACTIONS, n_negat
     ev = ev.reset_index(drop=True)
     users = ds.users[keep_user].reset_index(drop=True).rename_axis(ds.users.index.name or "user")
     n_users = int(keep_user.sum())
+    schema = ds.schema
+    if "user_id" not in schema.columns:  # per-user embedding models (NCF, FedEM's FCF) read a user id
+        from .schema import Schema, SparseFeature
+
+        users.insert(0, "user_id", np.arange(1, n_users + 1, dtype=np.int32))
+        schema = Schema((SparseFeature("user_id", n_users + 1, "user"), *schema.features))
     pool = np.unique(ev["item"].to_numpy())
     neg = sample_eval_negatives(ev["user"].to_numpy(), ev["item"].to_numpy(), n_users, pool, n_negatives, seed)
     dropped = int((~keep_user).sum())
@@ -152,7 +159,7 @@ def leave_one_out(dataset, min_interactions: int = LOO_MIN_INTERACTIONS, n_negat
             f"(seed {seed}) from the {pool.size} items with an interaction, never rated by the user, shared by "
             "validation and test")
     return InteractionDataset(
-        name=ds.name, events=ev, users=users, items=ds.items, schema=ds.schema,
+        name=ds.name, events=ev, users=users, items=ds.items, schema=schema,
         item_sequences=ds.item_sequences, description=f"{ds.description}; that split replaced by {info}" if ds.description else info,
         source=ds.source, eval_negatives=neg,
     )

@@ -29,6 +29,7 @@ register_model("dlrm", DLRM)
 register_model("ncf", NCF)
 from .hetencf import HeteNCF; register_model("hetencf", HeteNCF)  # noqa: E402,E702  HeteFedRec (optimizations.hetefedrec)
 register_model("din", DIN)
+from .fcf import FCF; register_model("fcf", FCF)  # noqa: E402,E702  FedEM's backbone (optimizations.fedem)
 for _name, _cls in ZOO.items():  # deepctr-torch models (rf2.models.zoo)
     register_model(_name, _cls)
 
