@@ -84,33 +84,101 @@ def _logits(P, Q, A, G, holder, items, cfg: FedEMTraining):
     return (P[:, None, :] * q).sum(-1)
 
 
+class _Adam:
+    """In-place Adam (torch's defaults, the formula of :mod:`rf2.clients.optim`) on tensors whose
+    leading axis is the client; one step for the first ``k`` clients (those still training, a
+    prefix: clients are sorted by their number of steps) or for the clients ``idx``; every client
+    stepping at a given time has taken the same number of steps, so ``t`` is one number."""
+
+    def __init__(self, lr: float, eps: float, params: list[torch.Tensor]):
+        self.lr, self.eps, self.b1, self.b2 = lr, eps, 0.9, 0.999
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self, params: list[torch.Tensor], grads: list[torch.Tensor], t: int, k: int | None = None,
+             idx: torch.Tensor | None = None) -> None:
+        if idx is not None:
+            ps, ms, vs = [p[idx] for p in params], [m[idx] for m in self.m], [v[idx] for v in self.v]
+        else:
+            ps, ms, vs = [p[:k] for p in params], [m[:k] for m in self.m], [v[:k] for v in self.v]
+        grads = [g.contiguous() for g in grads]
+        if _FUSED is not None:  # one pass per tensor (torch's fused CPU Adam; same formula)
+            _FUSED(ps, grads, ms, vs, [], [torch.tensor(float(t)) for _ in ps], lr=self.lr, beta1=self.b1,
+                   beta2=self.b2, weight_decay=0.0, eps=self.eps, amsgrad=False, maximize=False)
+        else:
+            c1, c2 = 1 - self.b1 ** t, 1 - self.b2 ** t
+            for p, g, m, v in zip(ps, grads, ms, vs):
+                m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+                v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+                p.sub_(self.lr * (m / c1) / ((v / c2).sqrt() + self.eps))
+        if idx is not None:  # gathered copies: write back
+            for p, m, v, pi, mi, vi in zip(params, self.m, self.v, ps, ms, vs):
+                p[idx], m[idx], v[idx] = pi, mi, vi
+
+
+#: torch's fused CPU Adam kernel (torch >= 2.4), or None: then the same formula op by op
+_FUSED = getattr(torch, "_fused_adam_", None)
+
+
 def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Tensor, items: torch.Tensor,
                   labels: torch.Tensor, ptr: torch.Tensor, contexts: Sequence, cfg: FedEMTraining,
                   slack: float = 0.25) -> tuple[ClientModels, torch.Tensor, torch.Tensor]:
     """All clients at once. ``items``/``labels``: ``[S]`` the round's samples grouped by client
     (``ptr``); ``G``: ``[C, n, d]`` (rows of non-holders unused) or ``None``; ``holder``: ``[C]``.
-    Returns the trained models, each client's mean batch loss and its local epochs run."""
+    Returns the trained models, each client's mean batch loss and its local epochs run.
+
+    Equal to :func:`train_reference` (same batches, same order) but:
+
+    * **touched rows only**: each client trains a local copy of the rows its samples of the round
+      index (row ``r`` of client ``c``'s table is read by no other sample, so its gradient is zero
+      at every step and Adam, starting from zero moments, never moves it: exact);
+    * **buckets in lock-step**: clients with similar numbers of steps train together, sorted by
+      steps so the clients still training are always a prefix of the bucket (no masks); a client
+      that stops early keeps the state it had when it stopped;
+    * **gradients by hand** for the plain clients (``∂L/∂q = (σ(pᵀq) - y) w p``,
+      ``∂L/∂p = Σ (σ(pᵀq) - y) w q``), autograd only for the holders' merge and adapter.
+    """
     plan = cfg.local
     C = holder.numel()
     counts = ptr[1:] - ptr[:-1]
     n_batches = torch.from_numpy(plan.n_batches(counts.numpy()))
     total = n_batches * plan.epochs * plan.steps
-    emb_opt = ClientOptimizer("adam", cfg.lr_embedding, eps=cfg.eps)
-    ad_opt = ClientOptimizer("adam", cfg.lr_adapter, eps=cfg.eps)
     out = ClientModels(models.P.clone(), models.Q.clone(), [a.clone() for a in models.A])
     losses = torch.zeros(C)
     epochs_run = torch.zeros(C, dtype=torch.long)
     train_adapter = cfg.rho is None and cfg.merge_forward and G is not None
+    use_merge = cfg.merge_forward and G is not None
+    n_items = out.Q.shape[1]
     for b in (torch.from_numpy(x) for x in plan_buckets(total.numpy(), slack)):
+        b = b[torch.argsort(total[b], descending=True, stable=True)]  # still-training clients = a prefix
         Cb = b.numel()
-        order = BatchedEngine.batch_positions(plan, ptr, b, counts, n_batches, contexts)
-        P, Q, A = out.P[b], out.Q[b], [a[b] for a in out.A]
-        Gb = None if G is None else G[b]
+        order = BatchedEngine.batch_positions(plan, ptr, b, counts, n_batches, contexts)  # [Cb, E, nb, W]
+        # the rows each client touches this round, as a local table per client
+        pos_all = torch.cat([torch.arange(int(ptr[c]), int(ptr[c + 1])) for c in b.tolist()])
+        owner = torch.repeat_interleave(torch.arange(Cb), counts[b])
+        uniq, inv = torch.unique(owner * n_items + items[pos_all], return_inverse=True)
+        row_client = torch.div(uniq, n_items, rounding_mode="floor")
+        rows = uniq - row_client * n_items
+        n_rows = torch.bincount(row_client, minlength=Cb)
+        rptr = torch.cat([torch.zeros(1, dtype=torch.long), n_rows.cumsum(0)])
+        slot = torch.arange(uniq.numel()) - rptr[row_client]
+        local_item = torch.zeros(labels.numel(), dtype=torch.long)
+        local_item[pos_all] = slot[inv]
+        u_max = int(n_rows.max())
+        Q = torch.zeros(Cb, u_max, out.Q.shape[2])
+        Q[row_client, slot] = out.Q[b[row_client], rows]
+        Gl = None
+        if use_merge:
+            Gl = torch.zeros_like(Q)
+            Gl[row_client, slot] = G[b[row_client], rows]
+        P = out.P[b].clone()
+        A = [a[b].clone() for a in out.A]
         hb = holder[b]
-        es, as_ = emb_opt.init({"P": P, "Q": Q}, clients=Cb), ad_opt.init({str(i): a for i, a in enumerate(A)}, clients=Cb)
+        emb = _Adam(cfg.lr_embedding, cfg.eps, [P, Q])
+        ada = _Adam(cfg.lr_adapter, cfg.eps, A)
         nb, T = n_batches[b], total[b]
-        ar = torch.arange(Cb)
         stopped = torch.zeros(Cb, dtype=torch.bool)
+        frozen: dict[int, tuple] = {}  # client -> (P, Q, A) when it stopped early
         seen_sum = torch.zeros(Cb, dtype=torch.float64)
         seen_n = torch.zeros(Cb, dtype=torch.float64)
         ep_sum = torch.zeros(Cb, dtype=torch.float64)
@@ -118,50 +186,82 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
         prev = {"per_epoch": torch.zeros(Cb, dtype=torch.float64), "cumulative_mean": torch.zeros(Cb, dtype=torch.float64)}
         done = torch.zeros(Cb, dtype=torch.long)
         for s in range(int(T.max())):
-            active = (s < T) & ~stopped
+            k = int((T > s).sum())
+            active = ~stopped[:k]
             if not bool(active.any()):
                 break
+            ar = torch.arange(k)
             bstep = s // plan.steps
-            e = torch.div(bstep, nb, rounding_mode="floor").clamp_max(plan.epochs - 1)
-            pos = order[ar, e, bstep % nb]
+            e = torch.div(bstep, nb[:k], rounding_mode="floor").clamp_max(plan.epochs - 1)
+            pos = order[ar, e, bstep % nb[:k]]  # [k, W]
             valid = (pos >= 0) & active[:, None]
-            it = torch.where(valid, items[pos.clamp_min(0)], 0)
-            y = torch.where(valid, labels[pos.clamp_min(0)], 0.0)
+            pc = pos.clamp_min(0)
+            it = torch.where(valid, local_item[pc], 0)
+            y = torch.where(valid, labels[pc], 0.0)
             w = valid.to(torch.float32) / valid.sum(1, keepdim=True).clamp_min(1).to(torch.float32)
-
-            def batch_loss(P_, Q_, A_):
-                logit = _logits(P_, Q_, A_, Gb, hb, it, cfg)
-                return (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * w).sum(1)  # [Cb]
-
-            if train_adapter and bool((hb & active).any()):  # step 1: the adapter (holders only)
-                leaves = [a.detach().requires_grad_(True) for a in A]
-                grads = torch.autograd.grad(batch_loss(P, Q, leaves).sum(), leaves)
-                inc, as_ = ad_opt.increments({str(i): g for i, g in enumerate(grads)}, as_, active=active & hb)
-                A = [a + inc[str(i)] for i, a in enumerate(A)]
-            lp, lq = P.detach().requires_grad_(True), Q.detach().requires_grad_(True)  # step 2: p and Q^l
-            value = batch_loss(lp, lq, A)
-            gp, gq = torch.autograd.grad(value.sum(), [lp, lq])
-            inc, es = emb_opt.increments({"P": gp, "Q": gq}, es, active=active)
-            P, Q = P + inc["P"], Q + inc["Q"]
+            h = torch.nonzero(hb[:k] & active).flatten() if use_merge else torch.zeros(0, dtype=torch.long)
+            if train_adapter and h.numel():  # step 1: the holders' adapters
+                ql_h, g_h = Q[h[:, None], it[h]], Gl[h[:, None], it[h]]
+                leaves = [a[h].requires_grad_(True) for a in A]
+                q_h = ql_h + adapter_rho(leaves, ql_h, g_h)[..., None] * (g_h - ql_h)
+                logit = (P[h][:, None, :] * q_h).sum(-1)
+                loss = (F.binary_cross_entropy_with_logits(logit, y[h], reduction="none") * w[h]).sum()
+                grads = torch.autograd.grad(loss, leaves)
+                ada.step(A, list(grads), t=s + 1, idx=h)
+            # step 2: p and the table rows, with the updated adapter
+            ql = Q[ar[:, None], it]  # [k, W, d]
+            p = P[:k]
+            if h.numel():
+                ql_h = ql[h].requires_grad_(True)
+                p_h = p[h].requires_grad_(True)
+                g_h = Gl[h[:, None], it[h]]
+                if cfg.rho is None:
+                    r = adapter_rho([a[h] for a in A], ql_h, g_h)
+                else:
+                    r = torch.full(ql_h.shape[:2], float(cfg.rho))
+                q_h = ql_h + r[..., None] * (g_h - ql_h)
+                logit_h = (p_h[:, None, :] * q_h).sum(-1)
+                per_h = F.binary_cross_entropy_with_logits(logit_h, y[h], reduction="none") * w[h]
+                gql_h, gp_h = torch.autograd.grad(per_h.sum(), [ql_h, p_h])
+            logit = (p[:, None, :] * ql).sum(-1)
+            value = (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * w).sum(1)
+            dlogit = (torch.sigmoid(logit) - y) * w
+            gql = dlogit[..., None] * p[:, None, :]
+            gp = (dlogit[..., None] * ql).sum(1)
+            if h.numel():
+                gql[h], gp[h] = gql_h, gp_h
+                value[h] = per_h.detach().sum(1)
+            gQ = torch.zeros(k, u_max, Q.shape[2])
+            gQ.index_put_((ar[:, None].expand_as(it), it), gql, accumulate=True)
+            emb.step([P, Q], [gp, gQ], t=s + 1, k=k)
             if s % plan.steps == plan.steps - 1:  # a batch's last step: its loss counts
                 v = torch.where(active, value.detach().to(torch.float64), 0.0)
-                seen_sum += v
-                seen_n += active.to(torch.float64)
-                ep_sum += v
-                ep_n += active.to(torch.float64)
-            ends = active & ((s + 1) % (nb * plan.steps) == 0)
+                seen_sum[:k] += v
+                seen_n[:k] += active.to(torch.float64)
+                ep_sum[:k] += v
+                ep_n[:k] += active.to(torch.float64)
+            ends = torch.zeros(Cb, dtype=torch.bool)
+            ends[:k] = active & ((s + 1) % (nb[:k] * plan.steps) == 0)
             if bool(ends.any()):
                 if plan.early_stop != "none":
                     cur = {"per_epoch": ep_sum / ep_n.clamp_min(1), "cumulative_mean": seen_sum / seen_n.clamp_min(1)}
                     last = prev[plan.early_stop]
                     rel = (cur[plan.early_stop] - last).abs() / (last + 1e-5).abs()
-                    stopped |= ends & (done > 0) & (rel < plan.threshold)
-                    for k in prev:
-                        prev[k] = torch.where(ends, cur[k], prev[k])
+                    stop = ends & (done > 0) & (rel < plan.threshold)
+                    for c in torch.nonzero(stop).flatten().tolist():
+                        frozen[c] = (P[c].clone(), Q[c].clone(), [a[c].clone() for a in A])
+                    stopped |= stop
+                    for key in prev:
+                        prev[key] = torch.where(ends, cur[key], prev[key])
                 done += ends.long()
                 ep_sum = torch.where(ends, 0.0, ep_sum)
                 ep_n = torch.where(ends, 0.0, ep_n)
-        out.P[b], out.Q[b] = P.detach(), Q.detach()
+        for c, (pc_, qc, ac) in frozen.items():
+            P[c], Q[c] = pc_, qc
+            for i, a in enumerate(ac):
+                A[i][c] = a
+        out.P[b] = P
+        out.Q[b[row_client], rows] = Q[row_client, slot]
         for i, a in enumerate(A):
             out.A[i][b] = a.detach()
         losses[b] = (seen_sum / seen_n.clamp_min(1)).to(torch.float32)
