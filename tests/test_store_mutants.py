@@ -272,3 +272,38 @@ def test_a_failure_record_holds_format_config_error_and_traceback(tmp_path):
     want = {"format": FORMAT, "config": {"optimization": "quant:1:2:8"}, "error": "DivergenceError: loss is nan",
             "traceback": "Traceback ...\n"}
     assert json.loads(text) == want and text == json.dumps(want, indent=2)
+
+
+def test_a_damaged_record_is_named_once_per_file(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for rid in ("r1", "r2"):  # two damaged records with the same fault: one warning each
+        (runs / f"{rid}.csv").write_text("tier,metric,value\n")
+        (runs / f"{rid}.json").write_text("{bad")
+    st = ResultsStore(tmp_path)
+    assert st.finished() == {} and st.finished() == {}  # read twice: still one warning per file
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    for rid, line in zip(("r1", "r2"), lines):
+        assert re.fullmatch(rf"rf2: warning: {re.escape(str(runs / f'{rid}.json'))} is damaged \(JSONDecodeError: .+\); "
+                            "treated as not done", line), line
+
+
+def test_write_tables_bootstraps_1000_times_by_default_for_auc_and_each_ranking_metric(tmp_path, monkeypatch):
+    import rf2.results
+
+    calls = []
+
+    def spy(rows, metric, scores=None, n_boot=None):
+        calls.append((metric, n_boot, Path(scores)))
+        return pd.DataFrame(), pd.DataFrame()
+
+    monkeypatch.setattr(rf2.results, "mdac_tables", spy)
+    st = ResultsStore(tmp_path)
+    csv = run_csv(config("none"), AUC["none"]).replace("\nlow,auc,", "\nlow,recall@20,", 1)
+    with st.lock():
+        st.commit_run("base", csv, {"config": config("none")})
+        st.write_tables()
+    assert calls == [("auc", 1000, tmp_path), ("recall@20", 1000, tmp_path)]
+    header = (tmp_path / "results.csv").read_text().splitlines()[0]
+    assert header.startswith("tier,metric,value,")  # no index column
