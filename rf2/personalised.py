@@ -42,8 +42,8 @@ from optimizations import make_contexts
 
 from rf2.aggregation.personalised import fedem_aggregate
 from rf2.clients.fedem import ClientModels, FedEMTraining, merge, scores, train_batched, train_reference
-from rf2.evaluation import OVERALL, TierMetrics, tier_metrics
-from rf2.evaluation.sampled import candidates, sampled_frame, sampled_from_scores
+from rf2.evaluation import OVERALL, TierMetrics
+from rf2.evaluation.sampled import candidates, sampled_from_scores
 from rf2.evaluation.scores import EvalScores
 from rf2.seeding import numpy_rng, torch_generator
 
@@ -116,7 +116,7 @@ def initial_models(sim: "Simulation") -> ClientModels:
 
 def run_personalised(sim: "Simulation") -> "RunResult":
     from rf2.models.fcf import FCF
-    from rf2.simulation import DivergenceError, RunResult, available_memory_bytes, peak_rss_mb
+    from rf2.simulation import DivergenceError, RunResult, available_memory_bytes, candidate_metrics, peak_rss_mb
 
     cfg, ds, opt = sim.config, sim.dataset, sim.optimization
     st = opt.settings
@@ -210,12 +210,10 @@ def run_personalised(sim: "Simulation") -> "RunResult":
     train_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     per_user, users, items, logits = _sampled(models, store, ds, st.rho, cfg.sampled_k, "test")
+    metrics, per_user = candidate_metrics(users, items, logits, cfg.sampled_k, sim.tiers.tier, sim.tiers.names)
     labels = np.zeros(items.shape, dtype=np.int64)
     labels[:, 0] = 1
     ev_users = np.repeat(users, items.shape[1])
-    metrics = tier_metrics(labels.ravel(), logits.ravel(), sim.tiers.tier[ev_users], ev_users, sim.tiers.names)
-    metrics = TierMetrics(pd.concat([metrics.frame, sampled_frame(per_user, sim.tiers.tier, sim.tiers.names)],
-                                    ignore_index=True), metrics.tier_names)
     sim.eval_scores = EvalScores.from_run(ev_users, sim.tiers.tier[ev_users], labels.ravel(), logits.ravel(),
                                           sim.tiers.names, sim.tiers.tier, per_user)
     rounds = pd.DataFrame(log)

@@ -427,7 +427,14 @@ class Simulation:
         return out
 
     def evaluate(self) -> TierMetrics:
+        """Per-tier AUC and log loss on the test events; on a leave-one-out dataset with
+        ``sampled_k``, the test events are each user's candidates (its test item, label 1, and its
+        99 evaluation negatives, label 0): a one-class test set has no AUC, and every run of the
+        protocol (FedEM's personal models too, :mod:`rf2.personalised`) then scores the same
+        events, so intervals pair them."""
         ds = self.dataset
+        if self.config.sampled_k and ds.eval_negatives is not None:
+            return self._evaluate_candidates()
         idx = ds.test_index
         logits = self.predict(idx)
         if not np.isfinite(logits).all():
@@ -442,10 +449,32 @@ class Simulation:
                                        exclude=self.config.ranking_exclude, progress=self.progress)
             ranking = ranking_frame(per_user, self.tiers.tier, self.tiers.names)
             metrics = TierMetrics(pd.concat([metrics.frame, ranking], ignore_index=True), metrics.tier_names)
-        if self.config.sampled_k:
-            metrics, per_user = self._with_sampled(metrics, per_user)
         self.eval_scores = EvalScores.from_run(users, self.tiers.tier[users], ds.label[idx], logits, self.tiers.names,
                                                self.tiers.tier, per_user)
+        return metrics
+
+    def _evaluate_candidates(self) -> TierMetrics:
+        from rf2.evaluation.sampled import candidates, sampled_frame, sampled_from_scores, score_candidates
+
+        ds, k = self.dataset, self.config.sampled_k
+        users, items = candidates(ds, "test")
+        logits = score_candidates(self.model, ds, self.encoder, users, items)
+        if not np.isfinite(logits).all():
+            raise DivergenceError(f"{int((~np.isfinite(logits)).sum())} of {logits.size} candidate scores are not finite")
+        metrics, per_user = candidate_metrics(users, items, logits, k, self.tiers.tier, self.tiers.names)
+        if self.config.ranking_k:
+            from rf2.evaluation.ranking import ranking_by_user, ranking_frame
+
+            ranked = ranking_by_user(self.model, ds, self.encoder, k=self.config.ranking_k,
+                                     exclude=self.config.ranking_exclude, progress=self.progress)
+            metrics = TierMetrics(pd.concat([metrics.frame, ranking_frame(ranked, self.tiers.tier, self.tiers.names)],
+                                            ignore_index=True), metrics.tier_names)
+            per_user = ranked.join(per_user.drop(columns="n_relevant"), how="outer")
+        ev_users = np.repeat(users, items.shape[1])
+        labels = np.zeros(items.shape, dtype=np.int64)
+        labels[:, 0] = 1
+        self.eval_scores = EvalScores.from_run(ev_users, self.tiers.tier[ev_users], labels.ravel(), logits.ravel(),
+                                               self.tiers.names, self.tiers.tier, per_user)
         return metrics
 
     def validate(self) -> dict[str, float]:
@@ -457,19 +486,21 @@ class Simulation:
         per_user = sampled_by_user(self.model, self.dataset, self.encoder, k=self.config.sampled_k, split="valid")
         return {f"valid_{c}": float(per_user[c].mean()) for c in per_user.columns if "@" in c}
 
-    def _with_sampled(self, metrics: TierMetrics, per_user: pd.DataFrame | None) -> tuple[TierMetrics, pd.DataFrame]:
-        """``metrics`` plus the leave-one-out ``loo_hr@K`` / ``loo_ndcg@K`` rows (each user's test
-        item among it + its evaluation negatives, ties against it; :mod:`rf2.evaluation.sampled`),
-        and the per-user frame for :class:`EvalScores` (joined to the full-ranking one, if any).
-        The validation curve is :meth:`validate` (``valid_every``)."""
-        from rf2.evaluation.sampled import sampled_by_user, sampled_frame
 
-        sampled = sampled_by_user(self.model, self.dataset, self.encoder, k=self.config.sampled_k)
-        frame = sampled_frame(sampled, self.tiers.tier, self.tiers.names)
-        metrics = TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names)
-        if per_user is not None:
-            sampled = per_user.join(sampled.drop(columns="n_relevant"), how="outer")
-        return metrics, sampled
+def candidate_metrics(users: np.ndarray, items: np.ndarray, logits: np.ndarray, k: int, user_tier: np.ndarray,
+                      tier_names) -> tuple[TierMetrics, pd.DataFrame]:
+    """Leave-one-out metrics from ``[users, 1 + negatives]`` candidate scores (column 0 the test
+    item): per tier the AUC and log loss of the positives against the negatives, and
+    ``loo_hr@k`` / ``loo_ndcg@k``; also the per-user frame (for :class:`EvalScores`)."""
+    from rf2.evaluation.sampled import sampled_frame, sampled_from_scores
+
+    labels = np.zeros(items.shape, dtype=np.int64)
+    labels[:, 0] = 1
+    ev_users = np.repeat(users, items.shape[1])
+    metrics = tier_metrics(labels.ravel(), np.asarray(logits).ravel(), user_tier[ev_users], ev_users, tier_names)
+    per_user = sampled_from_scores(users, logits, k)
+    frame = sampled_frame(per_user, user_tier, tier_names)
+    return TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names), per_user
 
 
 def run(config: RunConfig, **kw) -> RunResult:

@@ -176,3 +176,18 @@ def test_memory_estimate_by_hand():
     table = 4 * 1683 * 16
     assert memory_needed(943, 1683, 16, 943, 94, False) == table * (943 + 5 * 943 + 188)
     assert memory_needed(943, 1683, 16, 943, 94, True) == table * (943 + 5 * 943 + 943)
+
+
+def test_leave_one_out_auc_is_over_each_users_candidates(loo):
+    """Any run of the protocol scores the same events: each user's test item (label 1) and its
+    99 evaluation negatives; the AUC is the share of (positive, negative) pairs ranked right."""
+    res = Simulation(fedem_config(optimization="none", model="ncf", model_options={}, max_rounds=1,
+                                  local_epochs=1, local_batch_size=0), dataset=loo, progress=False).run()
+    sc = res.scores
+    n_users = int(np.unique(loo.user[loo.test_index]).size)
+    assert sc.score.size == n_users * 100 and int(sc.label.sum()) == n_users
+    pos, neg = sc.score[sc.label == 1], sc.score[sc.label == 0]
+    pairs = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    f = res.metrics.frame
+    auc = float(f.loc[(f["tier"] == "overall") & (f["metric"] == "auc"), "value"].iloc[0])
+    assert abs(auc - pairs) < 1e-9
