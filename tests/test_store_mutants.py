@@ -307,3 +307,17 @@ def test_write_tables_bootstraps_1000_times_by_default_for_auc_and_each_ranking_
     assert calls == [("auc", 1000, tmp_path), ("recall@20", 1000, tmp_path)]
     header = (tmp_path / "results.csv").read_text().splitlines()[0]
     assert header.startswith("tier,metric,value,")  # no index column
+
+
+def test_tier_report_file_name_keeps_letters_digits_and_dot_underscore_equals_dash(tmp_path):
+    from types import SimpleNamespace
+
+    top = pd.DataFrame({"item": [7], "share": [0.5]})
+    rep = SimpleNamespace(top_items=top, summary=lambda: {"mapping": "Hetero-HIGH:a b/c", "users_low": 1})
+    cfg = SimpleNamespace(mapping="Hetero-HIGH:a b/c", seed=2, dataset="synthetic")
+    st = ResultsStore(tmp_path)
+    with st.lock():
+        st.write_tier_report(cfg, rep)
+    assert sorted(p.name for p in (tmp_path / "tiers").iterdir()) == ["Hetero-HIGH-a-b-c__seed2.csv", "summary.csv"]
+    assert (tmp_path / "tiers" / "Hetero-HIGH-a-b-c__seed2.csv").read_text() == \
+        "item,share,mapping,seed,dataset\n7,0.5,Hetero-HIGH:a b/c,2,synthetic\n"
