@@ -3,7 +3,7 @@
 against the per-client reference (torch.optim.Adam, the authors' way), same clients, same
 batches, in one run. Prints seconds, the ratio and peak RSS.
 
-    RF2_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/bench_fedem_round.py [CLIENTS] [THREADS]
+    RF2_DATA_DIR=/work/shared/data .venv/bin/python benchmarks/bench_fedem_round.py [CLIENTS] [THREADS] [REFERENCE=1|0]
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from rf2.data import FeatureEncoder, load_dataset
 from rf2.models import build_model
 
 
-def main(n_clients: int = 100, threads: int = 1) -> None:
+def main(n_clients: int = 100, threads: int = 1, reference: int = 1) -> None:
     torch.set_num_threads(threads)
     ds = load_dataset("ml-100k", split="leave-one-out")
     model = build_model("fcf", ds.schema, seed=0)
@@ -42,6 +42,9 @@ def main(n_clients: int = 100, threads: int = 1) -> None:
     t = time.perf_counter()
     train_batched(*args)
     tb = time.perf_counter() - t
+    if not reference:  # batched only (a third argument 0)
+        print(f"{C} clients, {threads} thread(s): batched {tb:.1f} s")
+        return
     t = time.perf_counter()
     train_reference(*args)
     tr = time.perf_counter() - t
@@ -51,4 +54,4 @@ def main(n_clients: int = 100, threads: int = 1) -> None:
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:3]))
+    main(*(int(a) for a in sys.argv[1:4]))

@@ -153,6 +153,8 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
         b = b[torch.argsort(total[b], descending=True, stable=True)]  # still-training clients = a prefix
         Cb = b.numel()
         order = BatchedEngine.batch_positions(plan, ptr, b, counts, n_batches, contexts)  # [Cb, E, nb, W]
+        nb_max, n_slots = order.shape[2], order.shape[1] * order.shape[2]
+        order_flat = order.reshape(-1, order.shape[3])
         # the rows each client touches this round, as a local table per client
         pos_all = torch.cat([torch.arange(int(ptr[c]), int(ptr[c + 1])) for c in b.tolist()])
         owner = torch.repeat_interleave(torch.arange(Cb), counts[b])
@@ -165,6 +167,7 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
         local_item = torch.zeros(labels.numel(), dtype=torch.long)
         local_item[pos_all] = slot[inv]
         u_max = int(n_rows.max())
+        gbuf = torch.zeros(Cb * u_max, out.Q.shape[2])  # the table gradient of a step
         Q = torch.zeros(Cb, u_max, out.Q.shape[2])
         Q[row_client, slot] = out.Q[b[row_client], rows]
         Gl = None
@@ -193,15 +196,22 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
             ar = torch.arange(k)
             bstep = s // plan.steps
             e = torch.div(bstep, nb[:k], rounding_mode="floor").clamp_max(plan.epochs - 1)
-            pos = order[ar, e, bstep % nb[:k]]  # [k, W]
+            # flat index_select everywhere: far cheaper than advanced indexing on CPU
+            Wd = order.shape[-1]
+            pos = order_flat.index_select(0, ar * n_slots + e * nb_max + bstep % nb[:k])  # [k, W]
             valid = (pos >= 0) & active[:, None]
-            pc = pos.clamp_min(0)
-            it = torch.where(valid, local_item[pc], 0)
-            y = torch.where(valid, labels[pc], 0.0)
+            pc = pos.clamp_min(0).reshape(-1)
+            it = torch.where(valid, local_item.index_select(0, pc).view(k, Wd), 0)
+            y = torch.where(valid, labels.index_select(0, pc).view(k, Wd), 0.0)
+            flat = (ar[:, None] * u_max + it).reshape(-1)  # [k * W] rows of the flattened local tables
+            d = Q.shape[2]
+            ql = Q[:k].reshape(-1, d).index_select(0, flat).view(k, Wd, d)  # [k, W, d]
             w = valid.to(torch.float32) / valid.sum(1, keepdim=True).clamp_min(1).to(torch.float32)
             h = torch.nonzero(hb[:k] & active).flatten() if use_merge else torch.zeros(0, dtype=torch.long)
             if train_adapter and h.numel():  # step 1: the holders' adapters
-                ql_h, g_h = Q[h[:, None], it[h]], Gl[h[:, None], it[h]]
+                ql_h = ql.index_select(0, h)
+                flat_h = (h[:, None] * u_max + it.index_select(0, h)).reshape(-1)
+                g_h = Gl.reshape(-1, d).index_select(0, flat_h).view(h.numel(), Wd, d)
                 leaves = [a[h].requires_grad_(True) for a in A]
                 q_h = ql_h + adapter_rho(leaves, ql_h, g_h)[..., None] * (g_h - ql_h)
                 logit = (P[h][:, None, :] * q_h).sum(-1)
@@ -209,12 +219,13 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
                 grads = torch.autograd.grad(loss, leaves)
                 ada.step(A, list(grads), t=s + 1, idx=h)
             # step 2: p and the table rows, with the updated adapter
-            ql = Q[ar[:, None], it]  # [k, W, d]
             p = P[:k]
             if h.numel():
                 ql_h = ql[h].requires_grad_(True)
                 p_h = p[h].requires_grad_(True)
-                g_h = Gl[h[:, None], it[h]]
+                if not train_adapter:
+                    flat_h = (h[:, None] * u_max + it.index_select(0, h)).reshape(-1)
+                    g_h = Gl.reshape(-1, d).index_select(0, flat_h).view(h.numel(), Wd, d)
                 if cfg.rho is None:
                     r = adapter_rho([a[h] for a in A], ql_h, g_h)
                 else:
@@ -223,17 +234,18 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
                 logit_h = (p_h[:, None, :] * q_h).sum(-1)
                 per_h = F.binary_cross_entropy_with_logits(logit_h, y[h], reduction="none") * w[h]
                 gql_h, gp_h = torch.autograd.grad(per_h.sum(), [ql_h, p_h])
-            logit = (p[:, None, :] * ql).sum(-1)
+            logit = torch.bmm(ql, p[:, :, None]).squeeze(-1)  # [k, W]
             value = (F.binary_cross_entropy_with_logits(logit, y, reduction="none") * w).sum(1)
             dlogit = (torch.sigmoid(logit) - y) * w
             gql = dlogit[..., None] * p[:, None, :]
-            gp = (dlogit[..., None] * ql).sum(1)
+            gp = torch.bmm(dlogit[:, None, :], ql).squeeze(1)
             if h.numel():
                 gql[h], gp[h] = gql_h, gp_h
                 value[h] = per_h.detach().sum(1)
-            gQ = torch.zeros(k, u_max, Q.shape[2])
-            gQ.index_put_((ar[:, None].expand_as(it), it), gql, accumulate=True)
-            emb.step([P, Q], [gp, gQ], t=s + 1, k=k)
+            gQ = gbuf[: k * u_max]  # zero outside this step's rows (cleared after use, not refilled)
+            gQ.index_add_(0, flat, gql.reshape(-1, d))
+            emb.step([P, Q], [gp, gQ.view(k, u_max, d)], t=s + 1, k=k)
+            gQ.index_fill_(0, flat, 0.0)
             if s % plan.steps == plan.steps - 1:  # a batch's last step: its loss counts
                 v = torch.where(active, value.detach().to(torch.float64), 0.0)
                 seen_sum[:k] += v
