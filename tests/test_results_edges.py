@@ -267,3 +267,32 @@ def test_a_duplicated_row_counts_once_first_value_wins():
                   ("m", "opt", 0, 0, "o", tiers(0.25, 0.5, 0.5, 0.5))])
     dup = pd.concat([rows, rows.iloc[[4]].assign(value=0.75)], ignore_index=True)  # o's low again, another value
     assert R.mdac_tables(dup)[0].loc[0, "mdac"] == pytest.approx(0.5)
+
+
+def test_load_results_of_a_directory_without_finished_runs_has_every_column(tmp_path):
+    from rf2.config import RunConfig
+    from rf2.store import ResultsStore
+
+    with ResultsStore(tmp_path).lock():
+        pass  # a results directory with runs/ and its marker, but no finished run
+    rows = R.load_results(tmp_path)
+    assert len(rows) == 0
+    assert list(rows.columns) == ["tier", "metric", "value", "n_events", "n_users", *RunConfig.__dataclass_fields__,
+                                  "run_id"]
+
+
+def test_load_results_numbers_the_rows_of_all_runs_from_zero(tmp_path):
+    from rf2.config import RunConfig
+    from rf2.store import ResultsStore
+
+    st = ResultsStore(tmp_path)
+    with st.lock():
+        for rid, opt in (("a", "none"), ("b", "exclude-lo")):
+            cfg = RunConfig(dataset="synthetic", optimization=opt).to_dict()
+            rows = frame([("random", opt, 0, 0, rid, tiers(0.6, 0.7, 0.8, 0.7))])
+            for k, v in cfg.items():
+                rows[k] = str(v) if isinstance(v, dict) else v
+            st.commit_run(rid, rows.drop(columns="run_id").to_csv(index=False), {"config": cfg})
+    rows = R.load_results(tmp_path)
+    assert list(rows.index) == list(range(8))  # one index over both runs' four rows, not 0-3 twice
+    assert list(rows["run_id"]) == ["a"] * 4 + ["b"] * 4
