@@ -159,6 +159,8 @@ class Simulation:
         self.model: RecModel = build_model(
             config.model, self.dataset.schema, seed=int_seed(self.train_seed, "model"), **config.model_options
         )
+        if hasattr(self.model, "bind_dataset"):  # models that score with each user's training data (lightgcn's local graphs)
+            self.model.bind_dataset(self.dataset)
         # The global model θ: the model's own parameter storage, updated in place by the server.
         self.params = {k: p.detach() for k, p in self.model.named_parameters()}
         self.optimization: Optimization = parse_optimization(config.optimization)

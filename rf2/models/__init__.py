@@ -30,6 +30,7 @@ register_model("ncf", NCF)
 from .hetencf import HeteNCF; register_model("hetencf", HeteNCF)  # noqa: E402,E702  HeteFedRec (optimizations.hetefedrec)
 register_model("din", DIN)
 from .fcf import FCF; register_model("fcf", FCF)  # noqa: E402,E702  FedEM's backbone (optimizations.fedem)
+from .lightgcn import HeteLightGCN, LightGCN; register_model("lightgcn", LightGCN); register_model("hetelightgcn", HeteLightGCN)  # noqa: E402,E702  Fed-LightGCN (HeteFedRec)
 for _name, _cls in ZOO.items():  # deepctr-torch models (rf2.models.zoo)
     register_model(_name, _cls)
 

@@ -157,7 +157,8 @@ class HeteNCF(RecModel):
         # client computes one sub-model, not all len(pairs) (their gradient is exactly 0 anyway)
         pair_on, ddr_on = _nonzero(pair_coef), _nonzero(ddr_coef)
         active = list(range(len(self.pairs))) if pair_on is None else pair_on
-        logits = functional_call(self, params, (X,), {"pairs": [self.pairs[i] for i in active]})  # [B, A]
+        logits = functional_call(self, params, (X,), {"pairs": [self.pairs[i] for i in active],
+                                                     **self.loss_forward_kwargs(X, y, weights)})  # [B, A]
         bce = F.binary_cross_entropy_with_logits(logits, y[:, None].expand_as(logits), reduction="none")
         loss = ((bce * weights[:, None]).sum(0) * pair_coef[active]).sum()
         irow = X[:, self._icol].long()
@@ -167,6 +168,11 @@ class HeteNCF(RecModel):
             v = params[self.item_param(x)][irow]
             loss = loss + ddr_coef[x] * decorrelation(v, weights)
         return loss
+
+    def loss_forward_kwargs(self, X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> dict:
+        """Extra keyword arguments :meth:`client_loss` passes to ``forward``: none here
+        (``hetelightgcn`` passes the client's local graph, :mod:`rf2.models.lightgcn`)."""
+        return {}
 
     # -- simulator interface ---------------------------------------------------------------------
     def embedding_tables(self) -> dict[str, str]:
