@@ -321,3 +321,18 @@ def test_tier_report_file_name_keeps_letters_digits_and_dot_underscore_equals_da
     assert sorted(p.name for p in (tmp_path / "tiers").iterdir()) == ["Hetero-HIGH-a-b-c__seed2.csv", "summary.csv"]
     assert (tmp_path / "tiers" / "Hetero-HIGH-a-b-c__seed2.csv").read_text() == \
         "item,share,mapping,seed,dataset\n7,0.5,Hetero-HIGH:a b/c,2,synthetic\n"
+
+
+def test_a_damaged_tier_summary_is_named_and_rewritten(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    (tmp_path / "tiers").mkdir()
+    summary = tmp_path / "tiers" / "summary.csv"
+    summary.write_text("x,y\n1,2\n")  # no mapping column
+    rep = SimpleNamespace(top_items=pd.DataFrame({"item": [7]}), summary=lambda: {"mapping": "random", "users_low": 1})
+    st = ResultsStore(tmp_path)
+    with st.lock():
+        st.write_tier_report(SimpleNamespace(mapping="random", seed=0, dataset="synthetic"), rep)
+    assert capsys.readouterr().err == (f"rf2: warning: {summary} is damaged (KeyError: 'mapping'); "
+                                       "rewritten from the tiers reported now\n")
+    assert summary.read_text() == "mapping,users_low,seed,dataset\nrandom,1,0,synthetic\n"
