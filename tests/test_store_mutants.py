@@ -336,3 +336,14 @@ def test_a_damaged_tier_summary_is_named_and_rewritten(tmp_path, capsys):
     assert capsys.readouterr().err == (f"rf2: warning: {summary} is damaged (KeyError: 'mapping'); "
                                        "rewritten from the tiers reported now\n")
     assert summary.read_text() == "mapping,users_low,seed,dataset\nrandom,1,0,synthetic\n"
+
+
+def test_a_run_record_is_indented_json_with_the_csv_checksum(tmp_path):
+    st = ResultsStore(tmp_path)
+    with st.lock():
+        st.commit_run("r1", "tier,metric,value\nlow,auc,0.5\n", {"config": {"seed": 0}})
+    text = (tmp_path / "runs" / "r1.json").read_text()
+    csv = (tmp_path / "runs" / "r1.csv").read_bytes()
+    assert csv == b"tier,metric,value,run_id\nlow,auc,0.5,r1\n"
+    want = {"format": FORMAT, "id": "r1", "config": {"seed": 0}, "csv_sha256": hashlib.sha256(csv).hexdigest(), "n_rows": 1}
+    assert json.loads(text) == want and text == json.dumps(want, indent=2)
