@@ -22,6 +22,13 @@ An optimisation with ``collaborative = False`` (Standalone) has no server: every
 its own model from the common initial one and is scored with it (:mod:`rf2.standalone`); the
 selection, upload and server hooks are then not called.
 
+An optimisation with ``personalised = True`` (FedEM, :mod:`optimizations.fedem`) has no global
+model either: every client keeps its whole model across rounds and the server sends each
+aggregated client its own table. Its round (:mod:`rf2.personalised`) keeps the same five steps —
+select, download (merge the client's personalised table), train locally
+(:mod:`rf2.clients.fedem`), upload (a sampled share of the tables), aggregate per client
+(:mod:`rf2.aggregation.personalised`) — with the optimisation's settings in place of these hooks.
+
 Hooks receive the round's clients together (vectorised), each with a frozen
 :class:`ClientContext` (id, tier, round, sample count, and its own RNG seed derived from the run
 seed, the round and the client id), so tier-aware behaviour is expressible and reproducible.
@@ -75,6 +82,8 @@ class Optimization:
     name = "none"
     #: False: clients never share anything (Standalone; :mod:`rf2.standalone`)
     collaborative = True
+    #: True: clients keep whole personal models, no global model (FedEM; :mod:`rf2.personalised`)
+    personalised = False
 
     def __init__(self, spec: str | None = None):
         self.spec = spec or self.name

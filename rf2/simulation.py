@@ -325,7 +325,7 @@ class Simulation:
             from rf2.standalone import run_standalone
 
             return run_standalone(self)
-        if getattr(self.optimization, "personalised", False):  # clients keep whole models (FedEM)
+        if self.optimization.personalised:  # clients keep whole models (FedEM)
             from rf2.personalised import run_personalised
 
             return run_personalised(self)
