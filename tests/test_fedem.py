@@ -157,7 +157,7 @@ def test_select_by_test_is_flagged(loo):
 def test_fedem_errors(loo):
     with pytest.raises(ValueError, match='needs model = "fcf"'):
         Simulation(fedem_config(model="ncf", model_options={}), dataset=loo, progress=False).run()
-    with pytest.raises(ValueError, match="set train_negatives"):
+    with pytest.raises(ValueError, match="set train_negatives"), pytest.warns(UserWarning, match="no training negatives"):
         Simulation(fedem_config(train_negatives=0), dataset=loo, progress=False).run()
     with pytest.raises(ValueError, match="client_optimizer = 'adam'"):
         Simulation(fedem_config(client_optimizer="sgd"), dataset=loo, progress=False).run()
