@@ -296,6 +296,8 @@ def test_write_tables_bootstraps_1000_times_by_default_for_auc_and_each_ranking_
 
     def spy(rows, metric, scores=None, n_boot=None):
         calls.append((metric, n_boot, Path(scores)))
+        if metric == "auc":  # one per-run row and one cell for auc, nothing for the ranking metric
+            return pd.DataFrame({"mdac": [0.1]}), pd.DataFrame({"cell": [1]})
         return pd.DataFrame(), pd.DataFrame()
 
     monkeypatch.setattr(rf2.results, "mdac_tables", spy)
@@ -307,6 +309,13 @@ def test_write_tables_bootstraps_1000_times_by_default_for_auc_and_each_ranking_
     assert calls == [("auc", 1000, tmp_path), ("recall@20", 1000, tmp_path)]
     header = (tmp_path / "results.csv").read_text().splitlines()[0]
     assert header.startswith("tier,metric,value,")  # no index column
+    assert (tmp_path / "mdac.csv").read_text() == "mdac,metric\n0.1,auc\n"
+    assert (tmp_path / "mdac_summary.csv").read_text() == "cell,metric\n1,auc\n"
+    calls.clear()
+    monkeypatch.setattr(rf2.results, "mdac_tables", lambda *a, **k: (pd.DataFrame(), pd.DataFrame()))
+    with st.lock():
+        st.write_tables(n_boot=5)
+    assert (tmp_path / "mdac.csv").read_text() == "\n" and (tmp_path / "mdac_summary.csv").read_text() == "\n"
 
 
 def test_tier_report_file_name_keeps_letters_digits_and_dot_underscore_equals_dash(tmp_path):
