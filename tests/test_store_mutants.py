@@ -356,3 +356,30 @@ def test_a_run_record_is_indented_json_with_the_csv_checksum(tmp_path):
     assert csv == b"tier,metric,value,run_id\nlow,auc,0.5,r1\n"
     want = {"format": FORMAT, "id": "r1", "config": {"seed": 0}, "csv_sha256": hashlib.sha256(csv).hexdigest(), "n_rows": 1}
     assert json.loads(text) == want and text == json.dumps(want, indent=2)
+
+
+def test_stray_temporaries_are_removed_from_each_existing_folder_never_through_links(tmp_path):
+    from rf2.store import remove_stray_temporaries
+
+    d = tmp_path / "res"
+    (d / "tiers").mkdir(parents=True)  # no runs/ folder: tiers/ is still cleaned
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (d / "runs").symlink_to(elsewhere, target_is_directory=True)
+    strays = [d / ".results.csv.a1.tmp", d / "tiers" / ".summary.csv.b2.tmp"]
+    for f in [*strays, elsewhere / ".r.csv.c3.tmp"]:
+        f.write_text("partial")
+    assert sorted(remove_stray_temporaries(d)) == sorted(strays)
+    assert not any(f.exists() for f in strays)
+    assert (elsewhere / ".r.csv.c3.tmp").exists()  # behind a symlinked runs/: not touched
+    (d / "runs").unlink()
+    assert remove_stray_temporaries(d) == []
+
+
+def test_hidden_records_are_not_runs(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for rid in ("r1", ".r2"):
+        (runs / f"{rid}.csv").write_bytes(b"tier\nlow\n")
+        (runs / f"{rid}.json").write_text(json.dumps({"csv_sha256": hashlib.sha256(b"tier\nlow\n").hexdigest()}))
+    assert ResultsStore(tmp_path).finished() == {"r1": runs / "r1.csv"}
