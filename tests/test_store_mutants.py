@@ -383,3 +383,25 @@ def test_hidden_records_are_not_runs(tmp_path):
         (runs / f"{rid}.csv").write_bytes(b"tier\nlow\n")
         (runs / f"{rid}.json").write_text(json.dumps({"csv_sha256": hashlib.sha256(b"tier\nlow\n").hexdigest()}))
     assert ResultsStore(tmp_path).finished() == {"r1": runs / "r1.csv"}
+
+
+def test_finished_runs_are_exactly_those_whose_record_vouches_for_their_csv(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    data = b"tier\nlow\n"
+    good = json.dumps({"csv_sha256": hashlib.sha256(data).hexdigest()})
+    (runs / "a.failed.json").write_text("{}")  # a failure record: skipped, the loop goes on
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(good)
+    (runs / "b.csv").write_bytes(data)
+    (runs / "b.json").symlink_to(elsewhere)  # a planted record: skipped, the loop goes on
+    (runs / "c.csv").write_bytes(data)
+    (runs / "c.json").write_text(good)
+    (runs / "d.csv").write_bytes(b"tier\nhigh\n")  # torn or edited: its bytes are not the vouched ones
+    (runs / "d.json").write_text(good)
+    (runs / "e.json").write_text(good)  # a record without its CSV
+    (runs / "f.json").mkdir()  # unreadable as a file (OSError)
+    (runs / "f.csv").write_bytes(data)
+    (runs / "g.csv").write_bytes(data)
+    (runs / "g.json").write_text(json.dumps({"n_rows": 1}))  # no checksum at all
+    assert ResultsStore(tmp_path).finished() == {"c": runs / "c.csv"}
