@@ -405,3 +405,21 @@ def test_finished_runs_are_exactly_those_whose_record_vouches_for_their_csv(tmp_
     (runs / "g.csv").write_bytes(data)
     (runs / "g.json").write_text(json.dumps({"n_rows": 1}))  # no checksum at all
     assert ResultsStore(tmp_path).finished() == {"c": runs / "c.csv"}
+
+
+def test_check_format_messages(tmp_path):
+    from rf2.store import check_format
+
+    (tmp_path / MARKER).write_text("{broken")
+    with pytest.raises(ResultsFormatError, match=rf'^{re.escape(str(tmp_path / MARKER))} is corrupt \(.+\); it should '
+                                                 rf'hold {{"format": {FORMAT}}}$'):
+        check_format(tmp_path)
+    (tmp_path / MARKER).write_text(json.dumps({"format": 2}))
+    with pytest.raises(ResultsFormatError, match=rf"^{re.escape(str(tmp_path))} holds results in format 2, this rf2 "
+                                                 rf"reads format {FORMAT}; upgrade it with `rf2 upgrade-results DIR`$"):
+        check_format(tmp_path)
+
+
+def test_writing_without_the_lock_is_refused_with_the_way_out():
+    with pytest.raises(RuntimeError, match=r"^ResultsStore: writes need the directory lock \(use `with store.lock\(\):`\)$"):
+        ResultsStore("/nonexistent")._require_lock()
