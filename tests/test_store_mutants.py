@@ -423,3 +423,13 @@ def test_check_format_messages(tmp_path):
 def test_writing_without_the_lock_is_refused_with_the_way_out():
     with pytest.raises(RuntimeError, match=r"^ResultsStore: writes need the directory lock \(use `with store.lock\(\):`\)$"):
         ResultsStore("/nonexistent")._require_lock()
+
+
+def test_a_directory_without_marker_is_refused_only_when_it_holds_run_csvs(tmp_path):
+    from rf2.store import check_format
+
+    (tmp_path / "runs").mkdir()
+    check_format(tmp_path)  # empty runs/ (a sweep that never finished a run): fine
+    (tmp_path / "runs" / "r.csv").write_text("tier\n")
+    with pytest.raises(ResultsFormatError, match="written by an older rf2"):
+        check_format(tmp_path)
