@@ -187,15 +187,16 @@ class Simulation:
             if self.private_dense:
                 raise ValueError("sampled_k: sampled evaluation supports private embedding tables only, not private "
                                  f"dense parameters {sorted(self.private_dense)}; set sampled_k = 0")
-        if config.train_negatives and self.dataset.eval_negatives is None:
-            raise ValueError(f"train_negatives={config.train_negatives}: dataset {config.dataset!r} has its own negatives "
-                             "(labels 0/1); per-round training negatives are for leave-one-out datasets (dataset option "
-                             "split = 'leave-one-out'); set train_negatives = 0")
-        if (not config.train_negatives and self.dataset.eval_negatives is not None
-                and (self.dataset.label[self.dataset.train_index] == 1).all()):
-            warnings.warn(f"dataset {config.dataset!r} (leave-one-out) has no training negatives: every training "
-                          "label is 1, so the model can only learn that everything is a click; set train_negatives "
-                          "(FedEM: 4 per positive, re-drawn every round)", stacklevel=2)
+        positives_only = bool((self.dataset.label[self.dataset.train_index] == 1).all())
+        if config.train_negatives and not positives_only:
+            raise ValueError(f"train_negatives={config.train_negatives}: dataset {config.dataset!r} has its own training "
+                             "negatives (labels 0/1); per-round training negatives need a positives-only dataset "
+                             "(dataset option split = 'leave-one-out', or ml-1m-implicit's negatives = 0); set "
+                             "train_negatives = 0 or load the dataset without negatives")
+        if not config.train_negatives and positives_only:
+            warnings.warn(f"dataset {config.dataset!r} has no training negatives: every training label is 1, so the "
+                          "model can only learn that everything is a click; set train_negatives (FedEM, HeteFedRec: "
+                          "4 per positive, re-drawn every round)", stacklevel=2)
         self.full_bits = 32.0 * sum(p.numel() for k, p in self.params.items() if k not in self.private)
         T = self.tiers.n_tiers
         self.cost = {"upload_bits": np.zeros(T), "compute_s": np.zeros(T), "participations": np.zeros(T, dtype=np.int64),

@@ -268,5 +268,5 @@ def test_leave_one_out_run_trains_on_fresh_negatives(recwarn):
         assert res.rounds["samples"][r] == 5 * int(ds.train_counts[chosen].sum())
     with pytest.warns(UserWarning, match="set train_negatives"):
         Simulation(cfg.replace(train_negatives=0), dataset=ds, progress=False)
-    with pytest.raises(ValueError, match="training negatives are for leave-one-out datasets"):
+    with pytest.raises(ValueError, match="has its own training negatives.*set train_negatives = 0"):
         Simulation(cfg.replace(sampled_k=0), dataset=load_dataset("synthetic", n_users=60, n_items=80, user_id=True), progress=False)
