@@ -449,7 +449,7 @@ class Simulation:
             from rf2.evaluation.ranking import ranking_by_user, ranking_frame
 
             per_user = ranking_by_user(self.model, ds, self.encoder, k=self.config.ranking_k,
-                                       exclude=self.config.ranking_exclude, progress=self.progress)
+                                       exclude=self.config.ranking_exclusion, progress=self.progress)
             ranking = ranking_frame(per_user, self.tiers.tier, self.tiers.names)
             metrics = TierMetrics(pd.concat([metrics.frame, ranking], ignore_index=True), metrics.tier_names)
         self.eval_scores = EvalScores.from_run(users, self.tiers.tier[users], ds.label[idx], logits, self.tiers.names,
@@ -469,7 +469,7 @@ class Simulation:
             from rf2.evaluation.ranking import ranking_by_user, ranking_frame
 
             ranked = ranking_by_user(self.model, ds, self.encoder, k=self.config.ranking_k,
-                                     exclude=self.config.ranking_exclude, progress=self.progress)
+                                     exclude=self.config.ranking_exclusion, progress=self.progress)
             metrics = TierMetrics(pd.concat([metrics.frame, ranking_frame(ranked, self.tiers.tier, self.tiers.names)],
                                             ignore_index=True), metrics.tier_names)
             per_user = ranked.join(per_user.drop(columns="n_relevant"), how="outer")

@@ -77,3 +77,87 @@ def test_real_positives_only_copy_keeps_the_split():
     assert bare.n_events == 1_000_209 and (bare.label == 1).all()
     baked = load_dataset("ml-1m-implicit")
     assert positives(bare) == positives(baked)
+
+
+# -- 2. ranking over all items but the training positives on implicit data -----------------------------------
+#: run ids computed by rf2 before ranking_exclude = "auto" existed (commit 771c5c1)
+IDS_BEFORE_AUTO = {
+    "ml-100k": ({}, "random__none__seed0__e0e95d923e"),
+    "ml-100k ranking": ({"ranking_k": 20}, "random__none__seed0__b3737946d9"),
+    "ml-100k train_clicks": ({"ranking_k": 20, "ranking_exclude": "train_clicks"}, "random__none__seed0__f62a925c5a"),
+    "ml-100k none": ({"ranking_k": 20, "ranking_exclude": "none"}, "random__none__seed0__413e064d3b"),
+    "loo": ({"dataset": "synthetic", "dataset_options": {"split": "leave-one-out", "user_id": True}, "model": "ncf",
+             "ranking_k": 10}, "random__none__seed0__ef84ae6998"),
+    "ml-1m-implicit without ranking": ({"dataset": "ml-1m-implicit", "model": "ncf"}, "random__none__seed0__83d0f73b45"),
+}
+ML1MI_TRAIN = "random__none__seed0__386070c665"  # ml-1m-implicit, ranking_k = 20, exclude train (the old default)
+ML1MI_TRAIN_CLICKS = "random__none__seed0__5f7c73e774"  # ... spelled train_clicks
+
+
+def test_explicit_runs_keep_their_ids():
+    from rf2.sweep import run_id
+
+    for name, (settings, rid) in IDS_BEFORE_AUTO.items():
+        cfg = RunConfig(**settings)
+        assert run_id(cfg) == rid, name
+        if "ranking_exclude" not in settings:
+            assert cfg.ranking_exclude == "auto" and cfg.ranking_exclusion == "train", name
+        assert run_id(RunConfig.from_dict(cfg.to_dict())) == rid, name  # what a worker gets back
+
+
+@pytest.mark.parametrize("directory", ["paper_table1_ml100k", "tie_rule_ml100k", "synthetic_decisive"])
+def test_committed_results_directories_have_nothing_to_rerun(directory):
+    """The committed sweeps (ml-100k and synthetic, explicit) find every run of their sweep.toml
+    finished under the new default: ``rf2 sweep`` again would rerun nothing."""
+    from rf2.store import ResultsStore
+    from rf2.sweep import SweepSpec, run_id
+
+    d = BENCHMARKS / directory
+    spec = SweepSpec.from_toml(d / "sweep.toml")
+    done = ResultsStore(d).finished_ids()
+    ids = [run_id(c) for c in spec.configs()]
+    assert ids and set(ids) <= set(done)
+
+
+def test_auto_is_train_clicks_on_ml1m_implicit_only():
+    from rf2.sweep import SweepSpec, run_id
+
+    cfg = RunConfig(dataset="ml-1m-implicit", model="ncf", ranking_k=20)
+    assert cfg.ranking_exclude == "auto" and cfg.ranking_exclusion == "train_clicks"
+    assert cfg.to_dict()["ranking_exclude"] == "train_clicks"
+    assert run_id(cfg) == run_id(cfg.replace(ranking_exclude="train_clicks")) == ML1MI_TRAIN_CLICKS
+    assert run_id(cfg.replace(ranking_exclude="train")) == ML1MI_TRAIN  # old runs of the old default keep their id
+    assert cfg.replace(dataset="ml-100k", model="dlrm").ranking_exclusion == "train"  # auto follows the dataset
+    # a results directory made with the old default spelled out accepts a sweep under auto
+    one = dict(mappings=("random",), optimizations=("none",), noise_floor=False)
+    assert SweepSpec(base={"ranking_k": 20, "ranking_exclude": "train"}, **one).run_settings() == \
+        SweepSpec(base={"ranking_k": 20}, **one).run_settings()
+    assert SweepSpec(base={**dict(dataset="ml-1m-implicit", model="ncf", ranking_k=20)}, **one).run_settings() != \
+        SweepSpec(base={**dict(dataset="ml-1m-implicit", model="ncf", ranking_k=20, ranking_exclude="train")},
+                  **one).run_settings()
+    with pytest.raises(ValueError, match=r"ranking_exclude must be one of \('auto', 'train', 'train_clicks', 'none'\)"):
+        RunConfig(ranking_exclude="clicks")
+
+
+def test_ml1m_implicit_ranking_excludes_only_training_positives(implicit_copy):
+    """With the baked 1:4 negatives, a run's NDCG/Recall rank every item except the user's
+    training positives: its sampled training negatives stay candidates."""
+    from rf2.evaluation.ranking import ranking_by_user, relevant_and_excluded
+
+    ds = load_dataset("ml-1m-implicit", path=implicit_copy, verify=False)
+    (_, _), (eptr, eitems) = relevant_and_excluded(ds, "train_clicks")
+    tr = ds.train_index
+    for u in range(ds.n_users):
+        mine = tr[ds.user[tr] == u]
+        assert set(eitems[eptr[u]:eptr[u + 1]].tolist()) == set(ds.item[mine[ds.label[mine] == 1]].tolist())
+        negatives = set(ds.item[mine[ds.label[mine] == 0]].tolist())
+        assert negatives and not negatives & set(eitems[eptr[u]:eptr[u + 1]].tolist())  # negatives stay candidates
+    cfg = RunConfig(dataset="ml-1m-implicit", model="ncf", model_options={"embedding_dim": 8}, clients_per_round=10,
+                    max_rounds=2, ranking_k=5, client_optimizer="adam", client_lr=0.01)
+    sim = Simulation(cfg, dataset=ds, progress=False)
+    res = sim.run()
+    want = {e: ranking_by_user(sim.model, ds, sim.encoder, k=5, exclude=e) for e in ("train_clicks", "train")}
+    f = res.metrics.frame.set_index(["tier", "metric"])
+    assert f.loc[("overall", "ndcg@5"), "value"] == pytest.approx(want["train_clicks"]["ndcg@5"].mean(), abs=1e-12)
+    assert abs(want["train_clicks"]["ndcg@5"].mean() - want["train"]["ndcg@5"].mean()) > 1e-4  # a test that can fail
+    assert (res.rows()["ranking_exclude"] == "train_clicks").all()  # the rows name what was done

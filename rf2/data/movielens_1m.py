@@ -314,6 +314,10 @@ def load_ml1m_implicit(
     )
 
 
+#: its training non-clicks are sampled negatives, not interactions (``ranking_exclude = "auto"``)
+load_ml1m_implicit.implicit_feedback = True
+
+
 def build_implicit(
     name: str,
     user_raw: np.ndarray,
