@@ -61,6 +61,9 @@ class RunConfig:
                                        "running mean batch loss) | per_epoch (the same test on each epoch's mean)")
     local_early_stop_threshold: float = _f(1e-4, "early stop when |L_e - L_(e-1)| / |L_(e-1) + 1e-5| is below this "
                                                  "(FedEM: 1e-4)")
+    local_valid_fraction: float = _f(0.0, "share of each client's round samples held out (not trained on) to pick its "
+                                          "local epoch: stop at the first epoch whose held-out loss does not improve "
+                                          "and return the epoch before (HeteFedRec §V-A: 0.1; 0: off)")
     train_negatives: int = _f(0, "leave-one-out datasets: training negatives per positive, re-drawn every round from "
                                  "items the user never rated (0: none; FedEM: 4)")
     train_negatives_avoid_eval: bool = _f(False, "training negatives also avoid the user's evaluation negatives "
@@ -118,6 +121,16 @@ class RunConfig:
         v = self.local_early_stop_threshold
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v == 0 or _finite_positive(v)):
             raise ValueError(f"config: local_early_stop_threshold must be a finite number >= 0, got {v!r}")
+        v = self.local_valid_fraction
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+            raise ValueError(f"config: local_valid_fraction must be a number in [0, 1) (HeteFedRec: 0.1), got {v!r}")
+        if v and self.local_epochs == 1:
+            raise ValueError(f"config: local_valid_fraction = {v} picks the best of several local epochs, but "
+                             "local_epochs = 1; set local_epochs > 1 or local_valid_fraction = 0")
+        if v and self.local_early_stop != "none":
+            raise ValueError(f"config: local_valid_fraction = {v} stops on the held-out loss and local_early_stop = "
+                             f"{self.local_early_stop!r} on the training loss; choose one (local_early_stop = 'none' "
+                             "or local_valid_fraction = 0)")
         if self.local_early_stop != "none" and self.local_epochs == 1:
             raise ValueError(f"config: local_early_stop = {self.local_early_stop!r} stops between local epochs, but "
                              "local_epochs = 1; set local_epochs > 1 or local_early_stop = 'none'")
@@ -236,7 +249,8 @@ class RunConfig:
         from rf2.clients.local import LocalTraining
 
         return LocalTraining(epochs=self.local_epochs, batch_size=self.local_batch_size, steps=self.local_steps,
-                             early_stop=self.local_early_stop, threshold=float(self.local_early_stop_threshold))
+                             early_stop=self.local_early_stop, threshold=float(self.local_early_stop_threshold),
+                             valid_fraction=float(self.local_valid_fraction))
 
     def replace(self, **changes) -> "RunConfig":
         return replace(self, **changes)

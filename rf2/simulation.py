@@ -8,7 +8,8 @@ Every round:
 2. **broadcast** the global model and **train locally** on each client's data (with
    ``train_negatives``, plus negatives re-drawn this round): ``local_epochs`` of ``local_steps``
    steps per batch (full batch by default, RF²; mini-batches of ``local_batch_size``, shuffled per
-   epoch, with an optional early stop; :mod:`rf2.clients.local`) of SGD or Adam
+   epoch, with an optional early stop or a validation hold-out, ``local_valid_fraction``, that picks
+   the epoch returned, HeteFedRec §V-A; :mod:`rf2.clients.local`) of SGD or Adam
    (:mod:`rf2.clients.optim`), possibly on a sub-model (``client_masks``);
 3. **upload** through the optimisation's channel (``encode`` on the client, ``decode`` on the
    server);
@@ -281,9 +282,16 @@ class Simulation:
         self.cost["participations"] += np.bincount(tiers, minlength=T)
         kept = {c.client_id for c in contexts}
         self.cost["dropped"] += np.bincount([c.tier for c in candidates if c.client_id not in kept], minlength=T).astype(np.int64)
-        return {"round": round_, "epoch": epoch, "selected": int(chosen.size), "participants": int(clients.size),
-                "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6,
-                "sim_round_s": float(costs.total_s.max())}
+        row = {"round": round_, "epoch": epoch, "selected": int(chosen.size), "participants": int(clients.size),
+               "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6,
+               "sim_round_s": float(costs.total_s.max())}
+        if updates.epochs_kept is not None:  # the validation hold-out (rf2.clients.local): what it chose
+            v = updates.valid_loss
+            ok = torch.isfinite(v)
+            row.update({"local_epochs_run": float(updates.epochs_run.float().mean()),
+                        "local_epochs_kept": float(updates.epochs_kept.float().mean()),
+                        "local_valid_loss": float((v[ok] * w[ok]).sum() / w[ok].sum()) if ok.any() else float("nan")})
+        return row
 
     def gather(self, clients: np.ndarray, contexts) -> RoundBatch:
         """The round's training samples of ``clients``: their training events, plus with

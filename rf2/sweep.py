@@ -141,7 +141,7 @@ class SweepSpec:
 #: resolves to ``train_clicks`` and gets the id a run that spelled ``train_clicks`` out had.
 LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate", "sampled_k", "valid_every",
                 "select_by", "local_epochs", "local_batch_size", "local_early_stop", "local_early_stop_threshold",
-                "train_negatives", "train_negatives_avoid_eval")
+                "train_negatives", "train_negatives_avoid_eval", "local_valid_fraction")
 
 
 def run_id(cfg: RunConfig) -> str:
