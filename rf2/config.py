@@ -19,6 +19,8 @@ def _f(default, help: str, **kw):
 
 
 ENGINES = ("batched", "reference")
+#: ``ranking_exclude``: ``auto`` or one of :data:`rf2.evaluation.ranking.EXCLUDE_CHOICES`
+RANKING_EXCLUDE = ("auto", "train", "train_clicks", "none")
 #: which round's model is evaluated on test (``select_by``)
 SELECT_BY = ("last", "valid", "test")
 #: upper bounds that keep a typo (``epochs = 1000000000``) from running for ever: far above any
@@ -59,6 +61,9 @@ class RunConfig:
                                        "running mean batch loss) | per_epoch (the same test on each epoch's mean)")
     local_early_stop_threshold: float = _f(1e-4, "early stop when |L_e - L_(e-1)| / |L_(e-1) + 1e-5| is below this "
                                                  "(FedEM: 1e-4)")
+    local_valid_fraction: float = _f(0.0, "share of each client's round samples held out (not trained on) to pick its "
+                                          "local epoch: stop at the first epoch whose held-out loss does not improve "
+                                          "and return the epoch before (HeteFedRec §V-A: 0.1; 0: off)")
     train_negatives: int = _f(0, "leave-one-out datasets: training negatives per positive, re-drawn every round from "
                                  "items the user never rated (0: none; FedEM: 4)")
     train_negatives_avoid_eval: bool = _f(False, "training negatives also avoid the user's evaluation negatives "
@@ -72,8 +77,9 @@ class RunConfig:
     engine: str = _f("batched", "how client updates are computed: batched (vmap, fast) | reference (loop)")
     eval_batch_size: int = _f(65536, "test events scored per forward pass")
     ranking_k: int = _f(0, "also rank every item per user: NDCG@K and Recall@K per tier (0: off; HeteFedRec: 20)")
-    ranking_exclude: str = _f("train", "items left out of a user's ranking: train (all its training items) | "
-                                       "train_clicks (training clicks only) | none")
+    ranking_exclude: str = _f("auto", "items left out of a user's ranking: auto (train_clicks on implicit data such as "
+                                      "ml-1m-implicit, HeteFedRec §V-B; train elsewhere) | train (all its training "
+                                      "items) | train_clicks (training clicks only) | none")
     sampled_k: int = _f(0, "leave-one-out datasets (split = 'leave-one-out'): HR@K and NDCG@K of each user's test item "
                            "among it + its 99 evaluation negatives, ties against it (0: off; FedEM: 10)")
     valid_every: int = _f(0, "with sampled_k: validation HR/NDCG every N rounds and after the last, a curve in the rounds "
@@ -115,6 +121,16 @@ class RunConfig:
         v = self.local_early_stop_threshold
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not (v == 0 or _finite_positive(v)):
             raise ValueError(f"config: local_early_stop_threshold must be a finite number >= 0, got {v!r}")
+        v = self.local_valid_fraction
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+            raise ValueError(f"config: local_valid_fraction must be a number in [0, 1) (HeteFedRec: 0.1), got {v!r}")
+        if v and self.local_epochs == 1:
+            raise ValueError(f"config: local_valid_fraction = {v} picks the best of several local epochs, but "
+                             "local_epochs = 1; set local_epochs > 1 or local_valid_fraction = 0")
+        if v and self.local_early_stop != "none":
+            raise ValueError(f"config: local_valid_fraction = {v} stops on the held-out loss and local_early_stop = "
+                             f"{self.local_early_stop!r} on the training loss; choose one (local_early_stop = 'none' "
+                             "or local_valid_fraction = 0)")
         if self.local_early_stop != "none" and self.local_epochs == 1:
             raise ValueError(f"config: local_early_stop = {self.local_early_stop!r} stops between local epochs, but "
                              "local_epochs = 1; set local_epochs > 1 or local_early_stop = 'none'")
@@ -125,7 +141,6 @@ class RunConfig:
         if self.engine not in ENGINES:
             raise ValueError(f"config: engine must be one of {ENGINES}, got {self.engine!r}")
         from rf2.clients.optim import CLIENT_OPTIMIZERS
-        from rf2.evaluation.ranking import EXCLUDE_CHOICES
 
         if self.select_by not in SELECT_BY:
             raise ValueError(f"config: select_by must be one of {SELECT_BY}, got {self.select_by!r}")
@@ -133,8 +148,8 @@ class RunConfig:
             raise ValueError("config: valid_every needs sampled_k >= 1 (validation HR/NDCG are sampled metrics)")
         if self.select_by in ("valid", "test") and not self.valid_every:
             raise ValueError(f"config: select_by = {self.select_by!r} needs valid_every >= 1 (rounds with a score)")
-        if self.ranking_exclude not in EXCLUDE_CHOICES:
-            raise ValueError(f"config: ranking_exclude must be one of {EXCLUDE_CHOICES}, got {self.ranking_exclude!r}")
+        if self.ranking_exclude not in RANKING_EXCLUDE:
+            raise ValueError(f"config: ranking_exclude must be one of {RANKING_EXCLUDE}, got {self.ranking_exclude!r}")
 
         if self.client_optimizer not in CLIENT_OPTIMIZERS:
             raise ValueError(f"config: client_optimizer must be one of {CLIENT_OPTIMIZERS}, got {self.client_optimizer!r}")
@@ -188,9 +203,28 @@ class RunConfig:
             msg = str(exc)
             raise ValueError(f"config: {msg}" if msg.startswith("system_options") else f"config: system_options: {msg}") from None
 
+    @property
+    def ranking_exclusion(self) -> str:
+        """``ranking_exclude`` with ``auto`` resolved (README, "Ranking metrics"; HeteFedRec §V-B):
+        ``train_clicks`` on implicit-feedback datasets (:func:`rf2.data.implicit_feedback`:
+        ``ml-1m-implicit``, whose training non-clicks are sampled negatives, not interactions, so
+        they stay candidates), ``train`` on every other dataset (rf2's default before ``auto``
+        existed). Without ranking (``ranking_k = 0``) ``auto`` is ``train``: nothing is ranked, and
+        the run keeps the id it had before ``auto`` (:func:`rf2.sweep.run_id`)."""
+        if self.ranking_exclude != "auto":
+            return self.ranking_exclude
+        from rf2.data import implicit_feedback
+
+        return "train_clicks" if self.ranking_k and implicit_feedback(self.dataset) else "train"
+
     # -- (de)serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every setting, ``ranking_exclude = "auto"`` written as what it resolves to
+        (:attr:`ranking_exclusion`): results rows, run ids and stored configs name the exclusion a
+        run used, so a run under ``auto`` pairs with (and has the id of) one that spelled it out."""
+        d = asdict(self)
+        d["ranking_exclude"] = self.ranking_exclusion
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -215,7 +249,8 @@ class RunConfig:
         from rf2.clients.local import LocalTraining
 
         return LocalTraining(epochs=self.local_epochs, batch_size=self.local_batch_size, steps=self.local_steps,
-                             early_stop=self.local_early_stop, threshold=float(self.local_early_stop_threshold))
+                             early_stop=self.local_early_stop, threshold=float(self.local_early_stop_threshold),
+                             valid_fraction=float(self.local_valid_fraction))
 
     def replace(self, **changes) -> "RunConfig":
         return replace(self, **changes)

@@ -129,6 +129,9 @@ def run_personalised(sim: "Simulation") -> "RunResult":
         raise ValueError(f"optimization {opt.spec!r} trains on implicit feedback: set train_negatives (FedEM: 4)")
     if cfg.client_optimizer != "adam":
         raise ValueError(f"optimization {opt.spec!r} trains with Adam (fedem-method.md §4.2): set client_optimizer = 'adam'")
+    if cfg.local_valid_fraction:
+        raise ValueError(f"optimization {opt.spec!r} trains with FedEM's own local loop, which has no validation "
+                         "hold-out; set local_valid_fraction = 0 (its early stop: local_early_stop)")
     t0 = time.perf_counter()
     plan = sim.schedule()
     N, n, d = ds.n_users, *sim.params[sim.model.item_table].shape

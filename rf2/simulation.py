@@ -8,7 +8,8 @@ Every round:
 2. **broadcast** the global model and **train locally** on each client's data (with
    ``train_negatives``, plus negatives re-drawn this round): ``local_epochs`` of ``local_steps``
    steps per batch (full batch by default, RF²; mini-batches of ``local_batch_size``, shuffled per
-   epoch, with an optional early stop; :mod:`rf2.clients.local`) of SGD or Adam
+   epoch, with an optional early stop or a validation hold-out, ``local_valid_fraction``, that picks
+   the epoch returned, HeteFedRec §V-A; :mod:`rf2.clients.local`) of SGD or Adam
    (:mod:`rf2.clients.optim`), possibly on a sub-model (``client_masks``);
 3. **upload** through the optimisation's channel (``encode`` on the client, ``decode`` on the
    server);
@@ -187,15 +188,16 @@ class Simulation:
             if self.private_dense:
                 raise ValueError("sampled_k: sampled evaluation supports private embedding tables only, not private "
                                  f"dense parameters {sorted(self.private_dense)}; set sampled_k = 0")
-        if config.train_negatives and self.dataset.eval_negatives is None:
-            raise ValueError(f"train_negatives={config.train_negatives}: dataset {config.dataset!r} has its own negatives "
-                             "(labels 0/1); per-round training negatives are for leave-one-out datasets (dataset option "
-                             "split = 'leave-one-out'); set train_negatives = 0")
-        if (not config.train_negatives and self.dataset.eval_negatives is not None
-                and (self.dataset.label[self.dataset.train_index] == 1).all()):
-            warnings.warn(f"dataset {config.dataset!r} (leave-one-out) has no training negatives: every training "
-                          "label is 1, so the model can only learn that everything is a click; set train_negatives "
-                          "(FedEM: 4 per positive, re-drawn every round)", stacklevel=2)
+        positives_only = bool((self.dataset.label[self.dataset.train_index] == 1).all())
+        if config.train_negatives and not positives_only:
+            raise ValueError(f"train_negatives={config.train_negatives}: dataset {config.dataset!r} has its own training "
+                             "negatives (labels 0/1); per-round training negatives need a positives-only dataset "
+                             "(dataset option split = 'leave-one-out', or ml-1m-implicit's negatives = 0); set "
+                             "train_negatives = 0 or load the dataset without negatives")
+        if not config.train_negatives and positives_only:
+            warnings.warn(f"dataset {config.dataset!r} has no training negatives: every training label is 1, so the "
+                          "model can only learn that everything is a click; set train_negatives (FedEM, HeteFedRec: "
+                          "4 per positive, re-drawn every round)", stacklevel=2)
         self.full_bits = 32.0 * sum(p.numel() for k, p in self.params.items() if k not in self.private)
         T = self.tiers.n_tiers
         self.cost = {"upload_bits": np.zeros(T), "compute_s": np.zeros(T), "participations": np.zeros(T, dtype=np.int64),
@@ -280,9 +282,16 @@ class Simulation:
         self.cost["participations"] += np.bincount(tiers, minlength=T)
         kept = {c.client_id for c in contexts}
         self.cost["dropped"] += np.bincount([c.tier for c in candidates if c.client_id not in kept], minlength=T).astype(np.int64)
-        return {"round": round_, "epoch": epoch, "selected": int(chosen.size), "participants": int(clients.size),
-                "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6,
-                "sim_round_s": float(costs.total_s.max())}
+        row = {"round": round_, "epoch": epoch, "selected": int(chosen.size), "participants": int(clients.size),
+               "samples": int(w.sum()), "train_loss": loss, "upload_mb": float(bits.sum()) / 8e6,
+               "sim_round_s": float(costs.total_s.max())}
+        if updates.epochs_kept is not None:  # the validation hold-out (rf2.clients.local): what it chose
+            v = updates.valid_loss
+            ok = torch.isfinite(v)
+            row.update({"local_epochs_run": float(updates.epochs_run.float().mean()),
+                        "local_epochs_kept": float(updates.epochs_kept.float().mean()),
+                        "local_valid_loss": float((v[ok] * w[ok]).sum() / w[ok].sum()) if ok.any() else float("nan")})
+        return row
 
     def gather(self, clients: np.ndarray, contexts) -> RoundBatch:
         """The round's training samples of ``clients``: their training events, plus with
@@ -448,7 +457,7 @@ class Simulation:
             from rf2.evaluation.ranking import ranking_by_user, ranking_frame
 
             per_user = ranking_by_user(self.model, ds, self.encoder, k=self.config.ranking_k,
-                                       exclude=self.config.ranking_exclude, progress=self.progress)
+                                       exclude=self.config.ranking_exclusion, progress=self.progress)
             ranking = ranking_frame(per_user, self.tiers.tier, self.tiers.names)
             metrics = TierMetrics(pd.concat([metrics.frame, ranking], ignore_index=True), metrics.tier_names)
         self.eval_scores = EvalScores.from_run(users, self.tiers.tier[users], ds.label[idx], logits, self.tiers.names,
@@ -468,7 +477,7 @@ class Simulation:
             from rf2.evaluation.ranking import ranking_by_user, ranking_frame
 
             ranked = ranking_by_user(self.model, ds, self.encoder, k=self.config.ranking_k,
-                                     exclude=self.config.ranking_exclude, progress=self.progress)
+                                     exclude=self.config.ranking_exclusion, progress=self.progress)
             metrics = TierMetrics(pd.concat([metrics.frame, ranking_frame(ranked, self.tiers.tier, self.tiers.names)],
                                             ignore_index=True), metrics.tier_names)
             per_user = ranked.join(per_user.drop(columns="n_relevant"), how="outer")

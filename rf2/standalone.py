@@ -90,7 +90,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     logits = np.full(test.size, np.nan, dtype=np.float32)
     ranking = None
     if cfg.ranking_k:
-        sets = relevant_and_excluded(ds, cfg.ranking_exclude)
+        sets = relevant_and_excluded(ds, cfg.ranking_exclusion)
         has_relevant = np.diff(sets[0][0]) > 0
         all_items = np.arange(ds.n_items, dtype=np.int64)
         ranking = []
@@ -169,7 +169,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
         logits[rest] = sim.predict(test[rest])
     if ranking is not None and (~scored).any():
         ranking.append(ranking_by_user(model, ds, sim.encoder, cfg.ranking_k, users=np.flatnonzero(~scored), sets=sets,
-                                       exclude=cfg.ranking_exclude))
+                                       exclude=cfg.ranking_exclusion))
     if cfg.sampled_k:
         rest_rows = cand_row[np.flatnonzero(~scored)]
         rest_rows = rest_rows[rest_rows >= 0]

@@ -134,17 +134,21 @@ class SweepSpec:
 
 
 #: settings added after rf2 0.1: left out of a run's id while at their default, so the ids (and
-#: finished runs) of existing results directories stay valid.
+#: finished runs) of existing results directories stay valid. The id is taken over
+#: ``RunConfig.to_dict()``, where ``ranking_exclude = "auto"`` is already resolved
+#: (``RunConfig.ranking_exclusion``): ``train`` (the default before ``auto``) is left out as
+#: before, so ml-100k (or any explicit dataset) keeps its ids; ``ml-1m-implicit`` with ranking
+#: resolves to ``train_clicks`` and gets the id a run that spelled ``train_clicks`` out had.
 LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate", "sampled_k", "valid_every",
                 "select_by", "local_epochs", "local_batch_size", "local_early_stop", "local_early_stop_threshold",
-                "train_negatives", "train_negatives_avoid_eval")
+                "train_negatives", "train_negatives_avoid_eval", "local_valid_fraction")
 
 
 def run_id(cfg: RunConfig) -> str:
     d = cfg.to_dict()
-    defaults = RunConfig()
+    defaults = RunConfig().to_dict()
     for k in LATER_FIELDS:
-        if d.get(k) == getattr(defaults, k):
+        if d.get(k) == defaults[k]:
             d.pop(k)
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     rep = f"__rep{cfg.replicate}" if cfg.replicate else ""

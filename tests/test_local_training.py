@@ -13,8 +13,8 @@ from optimizations import make_contexts
 from rf2.clients.batch import RoundBatch
 from rf2.clients.batched import BatchedEngine
 from rf2.clients.optim import ClientOptimizer
-from rf2.clients.local import LocalTraining, batch_orders, should_stop
-from rf2.clients.reference import ReferenceEngine
+from rf2.clients.local import LocalTraining, batch_orders, should_stop, valid_split
+from rf2.clients.reference import ReferenceEngine, table_index_columns, touched_rows
 from rf2.config import RunConfig
 from rf2.data import FeatureEncoder
 from rf2.models import build_model
@@ -43,6 +43,10 @@ def both(model, params, batch, contexts, local, lr=0.5, **kw):
 def assert_same(a, b, atol=2e-5):
     assert torch.allclose(a.loss, b.loss, atol=1e-5, rtol=1e-4)
     assert torch.equal(a.epochs_run, b.epochs_run)
+    assert (a.epochs_kept is None) == (b.epochs_kept is None)
+    if a.epochs_kept is not None:
+        assert torch.equal(a.epochs_kept, b.epochs_kept)
+        assert torch.allclose(a.valid_loss, b.valid_loss, atol=1e-5, rtol=1e-4, equal_nan=True)
     for k in a.dense:
         assert torch.allclose(a.dense[k], b.dense[k], atol=atol, rtol=1e-3), k
     for k in a.tables:
@@ -268,5 +272,186 @@ def test_leave_one_out_run_trains_on_fresh_negatives(recwarn):
         assert res.rounds["samples"][r] == 5 * int(ds.train_counts[chosen].sum())
     with pytest.warns(UserWarning, match="set train_negatives"):
         Simulation(cfg.replace(train_negatives=0), dataset=ds, progress=False)
-    with pytest.raises(ValueError, match="training negatives are for leave-one-out datasets"):
+    with pytest.raises(ValueError, match="has its own training negatives.*set train_negatives = 0"):
         Simulation(cfg.replace(sampled_k=0), dataset=load_dataset("synthetic", n_users=60, n_items=80, user_id=True), progress=False)
+
+
+# -- the validation hold-out (HeteFedRec §V-A, issue 14) -----------------------------------------------------------
+def test_valid_split_is_floor_of_the_fraction_seeded_and_disjoint():
+    plan = LocalTraining(epochs=3, valid_fraction=0.1)
+    assert plan.n_valid(np.array([0, 9, 10, 19, 20, 100, 101])).tolist() == [0, 0, 1, 1, 2, 10, 10]
+    assert LocalTraining(epochs=2, valid_fraction=0.29).n_valid(100) == 29  # not 28 (0.29 * 100 = 28.999...)
+    assert LocalTraining(epochs=2).n_valid(100) == 0
+    train, valid = valid_split(plan, seed=5, n=50)
+    assert valid.size == 5 and train.size == 45
+    assert sorted(np.r_[train, valid].tolist()) == list(range(50))
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(valid) > 0)  # training part in data order
+    again, other = valid_split(plan, 5, 50)[1], valid_split(plan, 6, 50)[1]
+    assert np.array_equal(valid, again) and not np.array_equal(valid, other)
+    t, v = valid_split(plan, 5, 9)  # too few samples to hold one out: all trained
+    assert np.array_equal(t, np.arange(9)) and v.size == 0
+    assert not plan.single_step and not LocalTraining(valid_fraction=0.1).single_step  # no one-pass shortcut
+    with pytest.raises(ValueError, match=r"valid_fraction must be a number in \[0, 1\)"):
+        LocalTraining(valid_fraction=1.0)
+    with pytest.raises(ValueError, match="choose one"):
+        LocalTraining(epochs=3, valid_fraction=0.1, early_stop="per_epoch")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("local", [
+    LocalTraining(epochs=5, batch_size=8, valid_fraction=0.1),
+    LocalTraining(epochs=4, valid_fraction=0.1),  # full batch
+    LocalTraining(epochs=6, batch_size=16, steps=2, valid_fraction=0.2),
+])
+def test_batched_equals_reference_with_a_validation_holdout(ml100k, local, optimizer):
+    batch, contexts = round_of(ml100k, 12, seed=5)
+    model = build_model("dlrm", ml100k.schema, seed=2)
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    lr = 0.5 if optimizer == "sgd" else 0.01
+    ref, fast = both(model, params, batch, contexts, local, lr=lr, optimizer=optimizer)
+    assert_same(ref, fast)
+    held = local.n_valid(batch.counts().numpy()) > 0
+    assert held.all() and torch.isfinite(ref.valid_loss).all()
+    assert (ref.epochs_kept <= ref.epochs_run).all() and (ref.epochs_kept >= 1).all()
+    early = ref.epochs_run < local.epochs
+    assert early.any()
+    assert (ref.epochs_kept[early] == ref.epochs_run[early] - 1).all()  # a stop returns the epoch before
+    # the last epoch is judged too: kept if it improved, else the one before
+    assert set(ref.epochs_kept[~early].tolist()) <= {local.epochs, local.epochs - 1}
+
+
+def test_validation_holdout_with_masks_private_parameters_and_hetencf():
+    """Channel's masks and dense private parameters hold in the validation loss too; hetencf's own
+    loss with per-client arguments is the validation loss; a client too small to hold out trains
+    every epoch (nan validation loss)."""
+    from optimizations import parse_optimization
+    from rf2.data import load_dataset
+    from tier_mapping import map_tiers
+
+    ds = load_dataset("synthetic", n_users=120, n_items=50, events_per_user=14, seed=5, user_id=True)
+    opt = parse_optimization("hetefedrec:4,8,16:group=tier")
+    model = build_model("hetencf", ds.schema, seed=1, sizes=[4, 8, 16])
+    tiers = map_tiers(ds, "random", 3, seed=0)
+    opt.setup(model, ds, tiers, 0)
+    clients = np.random.default_rng(3).choice(np.flatnonzero(ds.train_counts > 0), 9, replace=False)
+    batch = RoundBatch.gather(ds, FeatureEncoder(ds), clients)
+    contexts = make_contexts(7, clients, tiers.tier, tiers.names, 0, 0, ds.train_counts[clients])
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    la = opt.client_loss_args(contexts, model)
+    local = LocalTraining(epochs=5, batch_size=4, valid_fraction=0.2)
+    ref, fast = both(model, params, batch, contexts, local, lr=0.05, loss_args=la, optimizer="adam")
+    assert_same(ref, fast)
+    small = local.n_valid(batch.counts().numpy()) == 0
+    assert small.any() and (~small).any()
+    assert torch.isnan(ref.valid_loss[small]).all() and (ref.epochs_run[small] == 5).all()
+
+    dlrm = build_model("dlrm", ds.schema, seed=2)
+    params = {k: p.detach().clone() for k, p in dlrm.named_parameters()}
+    name, bias = "top.linears.0.weight", "top.linears.0.bias"
+    g = torch.Generator().manual_seed(0)
+    masks = {name: torch.rand((9, *params[name].shape), generator=g) > 0.5}
+    private = {bias: params[bias].expand(9, *params[bias].shape) + torch.randn(9, *params[bias].shape, generator=g)}
+    ref, fast = both(dlrm, params, batch, contexts, local, lr=0.05, masks=masks, private=private, optimizer="adam")
+    assert_same(ref, fast)
+    assert (ref.dense[name][~masks[name]] == 0).all()
+
+
+def _one_item_client(valid_fraction=0.25, n=12, seed=3):
+    """One client whose samples are all the same (user, item) pair: the ones it trains on are
+    clicks, the held-out ones non-clicks. Every epoch raises the pair's logit, so the training loss
+    falls and the validation loss rises from epoch 1 on."""
+    from rf2.data import load_dataset
+
+    ds = load_dataset("synthetic", n_users=20, n_items=30, events_per_user=12, seed=1, user_id=True)
+    enc = FeatureEncoder(ds)
+    u = 4
+    rows = enc.encode_pairs(np.full(n, u), np.full(n, 7))
+    contexts = make_contexts(seed, np.array([u]), np.zeros(ds.n_users, dtype=np.int64), ["t"], 0, 0, np.array([n]))
+    plan = LocalTraining(epochs=4, valid_fraction=valid_fraction)
+    train, valid = valid_split(plan, contexts[0].seed, n)
+    y = torch.zeros(n)
+    y[torch.from_numpy(train)] = 1.0
+    batch = RoundBatch(clients=np.array([u]), X=rows, y=y, ptr=torch.tensor([0, n]))
+    return ds, batch, contexts, plan, train, valid
+
+
+@pytest.mark.parametrize("engine", [ReferenceEngine(), BatchedEngine()], ids=["reference", "batched"])
+def test_validation_loss_rising_after_epoch_1_returns_epoch_1(engine):
+    ds, batch, contexts, plan, train, valid = _one_item_client()
+    assert valid.size == 3 and train.size == 9
+    model = build_model("ncf", ds.schema, seed=0)
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    out = engine.client_updates(model, params, batch, contexts, plan, 0.5)
+    assert out.epochs_run.tolist() == [2] and out.epochs_kept.tolist() == [1]  # epoch 2 was worse: stop, keep 1
+    # the same client trained on its training part alone (no hold-out) for one and for two epochs
+    t = torch.from_numpy(train)
+    part = RoundBatch(clients=batch.clients, X=batch.X[t], y=batch.y[t], ptr=torch.tensor([0, train.size]))
+    one = engine.client_updates(model, params, part, contexts, LocalTraining(epochs=1), 0.5)
+    two = engine.client_updates(model, params, part, contexts, LocalTraining(epochs=2), 0.5)
+    got, first, second = out.client_dense(0), one.client_dense(0), two.client_dense(0)
+    for k in got:  # exactly epoch 1's parameters, not epoch 2's
+        assert torch.allclose(got[k], first[k], atol=1e-7), k
+    assert any(not torch.allclose(got[k], second[k], atol=1e-6) for k in got)  # epoch 2 moved them further
+    # by hand: the validation loss is the BCE of the held-out non-clicks under epoch 1's parameters
+    trained = {n: params[n] + one.client_dense(0)[n] for n in params}
+    model.eval()
+    v = F.binary_cross_entropy_with_logits(functional_call(model, trained, (batch.X[torch.from_numpy(valid)],)),
+                                           torch.zeros(valid.size))
+    assert out.valid_loss[0].item() == pytest.approx(v.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("engine", [ReferenceEngine(), BatchedEngine(slack=0.3)], ids=["reference", "batched"])
+def test_held_out_samples_never_contribute_a_gradient(ml100k, engine):
+    """Each client's update equals training, without a hold-out, on its training part alone for
+    the epochs the rule kept: the held-out samples changed nothing but the choice of epoch (their
+    own table rows, touched by nobody else, have an update of exactly 0)."""
+    batch, contexts = round_of(ml100k, 8, seed=3)
+    model = build_model("dlrm", ml100k.schema, seed=2)
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    plan = LocalTraining(epochs=4, batch_size=8, valid_fraction=0.2)
+    opt = ClientOptimizer("adam", 0.02, eps=1e-4)
+    out = engine.client_updates(model, params, batch, contexts, plan, 0.02, optimizer=opt)
+    assert (out.epochs_kept < 4).any()
+    only_held = 0
+    for c in range(batch.n_clients):
+        train, valid = valid_split(plan, contexts[c].seed, int(batch.counts()[c]))
+        X, y = batch.client(c)
+        part = RoundBatch(clients=batch.clients[c:c + 1], X=X[torch.from_numpy(train)], y=y[torch.from_numpy(train)],
+                          ptr=torch.tensor([0, train.size]))
+        alone = LocalTraining(epochs=int(out.epochs_kept[c]), batch_size=8)
+        want = engine.client_updates(model, params, part, contexts[c:c + 1], alone, 0.02, optimizer=opt)
+        got, exp = out.client_dense(c), want.client_dense(0)
+        for k in got:
+            assert torch.allclose(got[k], exp[k], atol=1e-6), (c, k)
+        for k, cols in table_index_columns(model).items():  # rows only the held-out samples index
+            held = set(touched_rows(X[torch.from_numpy(valid)], cols).tolist()) - set(touched_rows(part.X, cols).tolist())
+            for r in held:
+                assert (got[k][r] == 0).all(), (c, k, r)
+                only_held += 1
+    assert only_held > 0  # some held-out items are in no training batch (the test can fail)
+
+
+def test_simulation_with_a_validation_holdout_same_in_both_engines(ml100k):
+    from rf2.simulation import Simulation
+
+    base = dict(dataset="ml-100k", model="dlrm", clients_per_round=16, max_rounds=2, local_epochs=4,
+                local_batch_size=32, local_valid_fraction=0.1, client_optimizer="adam", client_lr=0.01,
+                server_optimizer="sgd", server_lr=1.0)
+    runs = {}
+    for engine in ("batched", "reference"):
+        sim = Simulation(RunConfig(engine=engine, **base), dataset=ml100k, progress=False)
+        res = sim.run()
+        runs[engine] = (res.rounds, {k: v.clone() for k, v in sim.params.items()})
+    (ra, pa), (rb, pb) = runs["batched"], runs["reference"]
+    for col in ("train_loss", "local_valid_loss", "local_epochs_run", "local_epochs_kept"):
+        assert np.allclose(ra[col], rb[col], atol=1e-5), col
+    assert (ra["local_epochs_kept"] < ra["local_epochs_run"]).all()
+    for k in pa:
+        assert torch.allclose(pa[k], pb[k], atol=1e-4), k
+    with pytest.raises(ValueError, match="set local_epochs > 1 or local_valid_fraction = 0"):
+        RunConfig(local_valid_fraction=0.1)
+    with pytest.raises(ValueError, match=r"local_valid_fraction must be a number in \[0, 1\)"):
+        RunConfig(local_epochs=2, local_valid_fraction=1.5)
+    with pytest.raises(ValueError, match="choose one"):
+        RunConfig(local_epochs=2, local_valid_fraction=0.1, local_early_stop="per_epoch")
+    assert RunConfig(local_epochs=3, local_valid_fraction=0.1).local_training.valid_fraction == 0.1

@@ -475,5 +475,5 @@ def test_run_config_ranking_exclude_reaches_the_metrics(optimization):
                                    exclude=exclude).query("metric == 'ndcg@5'").set_index("tier")["value"]
             pd.testing.assert_series_equal(got, want, check_names=False)
     assert (runs["train"] - runs["train_clicks"]).abs().max() > 1e-3
-    with pytest.raises(ValueError, match=r"ranking_exclude must be one of \('train', 'train_clicks', 'none'\)"):
+    with pytest.raises(ValueError, match=r"ranking_exclude must be one of \('auto', 'train', 'train_clicks', 'none'\)"):
         base.replace(ranking_exclude="test")

@@ -11,7 +11,14 @@ as in :mod:`rf2.clients.reference`, but the clients are stacked and trained toge
 * **dense parameters** (MLPs, attention) are expanded to ``[clients, *shape]`` (a view, no copy);
 * **buckets.** vmap needs equal shapes, so clients are sorted by sample count and grouped into
   buckets whose padding wastes at most ``slack`` of the bucket's compute; padded samples have
-  zero loss weight and padded table rows are never indexed.
+  zero loss weight and padded table rows are never indexed;
+* **lock-step local epochs.** A bucket's clients step together; per-client masks (``active``:
+  still has steps, ``stopped``: an early stop fired) freeze a client that is done. With a
+  validation hold-out (``LocalTraining.valid_fraction``, HeteFedRec §V-A) each client's held-out
+  samples are a padded ``[clients, held out]`` block outside every batch; at the step that ends a
+  client's epoch the bucket's validation losses come from one vmapped forward pass, and per-client
+  masks keep the best epoch's parameters and stop a client whose loss did not improve, exactly
+  the reference's rule (:mod:`rf2.clients.local`).
 
 The result is the same :class:`~rf2.clients.updates.ClientUpdates` the reference produces (equal
 to float tolerance; ``tests/test_engine_equivalence.py``).
@@ -28,10 +35,15 @@ from torch.func import functional_call, grad_and_value, vmap
 from rf2.models import RecModel
 
 from .batch import RoundBatch
-from .local import LocalTraining, batch_orders
+from .local import LocalTraining, batch_orders, valid_split
 from .optim import as_client_optimizer
 from .reference import has_client_loss, table_index_columns
 from .updates import ClientUpdates, TableRows
+
+
+def _rows(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``[C]`` per-client flags shaped to broadcast over a ``[C, *shape]`` stack."""
+    return flags.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def plan_buckets(counts: np.ndarray, slack: float = 0.25, max_cells: int = 4_000_000) -> list[np.ndarray]:
@@ -168,6 +180,11 @@ class BatchedEngine:
         out_tables = {k: torch.empty((int(lt.ptr[-1]), params[k].shape[1]), dtype=params[k].dtype) for k, lt in local.items()}
         losses = torch.empty(C)
         epochs_run = torch.empty(C, dtype=torch.long)
+        epochs_kept = torch.empty(C, dtype=torch.long)
+        valid_losses = torch.full((C,), float("nan"))
+        # the validation hold-out: each client's trained and held-out positions (rf2.clients.local.valid_split)
+        splits = [valid_split(plan, contexts[c].seed, int(counts[c])) for c in range(C)] if plan.valid_fraction else None
+        train_counts = counts - torch.from_numpy(plan.n_valid(counts.numpy()))
 
         def loss_fn(p, Xc, yc, wc, la):
             if custom:
@@ -182,11 +199,13 @@ class BatchedEngine:
         # client of a bucket (clients are grouped by them), so the model sees them as plain tensors
         # and may skip work they switch off (hetencf: sub-models with coefficient 0)
         step_fn = vmap(grad_and_value(loss_fn), in_dims=(0, 0, 0, 0, None))
-        n_batches = torch.from_numpy(plan.n_batches(counts.numpy()))
+        value_fn = vmap(loss_fn, in_dims=(0, 0, 0, 0, None))
+        n_batches = torch.from_numpy(plan.n_batches(train_counts.numpy()))
         total_steps = n_batches * plan.epochs * plan.steps
-        for b, la in self.loss_groups(counts, loss_args, None if plan.full_batch else total_steps):
+        for b, la in self.loss_groups(train_counts, loss_args, None if plan.full_batch else total_steps):
             Cb = b.numel()
-            order = self.batch_positions(plan, batch.ptr, b, counts, n_batches, contexts)  # [Cb, E, nb, W]
+            trained = None if splits is None else [splits[c][0] for c in b.tolist()]
+            order = self.batch_positions(plan, batch.ptr, b, counts, n_batches, contexts, trained)  # [Cb, E, nb, W]
             p = {k: private[k][b].detach() if k in private else params[k].detach().expand(Cb, *params[k].shape)
                  for k in dense_names}
             table_slots = {}
@@ -203,7 +222,7 @@ class BatchedEngine:
             p0 = {k: v.clone() for k, v in p.items()}
             # fresh every round, kept through the client's epochs; per-client step counts when
             # clients of the bucket stop at different steps
-            uniform = plan.full_batch and plan.early_stop == "none"  # every client steps every time
+            uniform = plan.full_batch and plan.early_stop == "none" and not plan.valid_fraction  # all step every time
             state = opt.init(p) if uniform else opt.init(p, clients=Cb)
             nb, T = n_batches[b], total_steps[b]
             ar = torch.arange(Cb)
@@ -214,6 +233,17 @@ class BatchedEngine:
             epoch_n = torch.zeros(Cb, dtype=torch.float64)
             prev = {"per_epoch": torch.zeros(Cb, dtype=torch.float64), "cumulative_mean": torch.zeros(Cb, dtype=torch.float64)}
             epochs_done = torch.zeros(Cb, dtype=torch.long)
+            holdout = splits is not None and bool((train_counts[b] < counts[b]).any())
+            if holdout:  # [Cb, V] held-out samples, -1 padding; the best epoch's parameters so far
+                vpos = self.list_positions(batch.ptr, b, [splits[c][1] for c in b.tolist()])
+                vok = vpos >= 0
+                Xv = torch.where(vok[..., None], X[vpos.clamp_min(0)], 0)
+                yv = torch.where(vok, batch.y[vpos.clamp_min(0)], 0.0)
+                wv = vok.to(torch.float32) / vok.sum(1, keepdim=True).clamp_min(1).to(torch.float32)
+                has_valid = vok.any(1)
+                best_v = torch.full((Cb,), float("inf"), dtype=torch.float64)
+                best_p = {k: v.clone() for k, v in p.items()}
+                kept = torch.zeros(Cb, dtype=torch.long)
             for s in range(int(T.max())):
                 active = (s < T) & ~stopped
                 if not bool(active.any()):
@@ -247,11 +277,24 @@ class BatchedEngine:
                         stopped |= ends & (epochs_done > 0) & (rel < plan.threshold)
                         for k in prev:
                             prev[k] = torch.where(ends, cur[k], prev[k])
+                    check = ends & has_valid if holdout else ends[:0]
+                    if bool(check.any()):  # validation after the epoch: keep it if better, else stop
+                        v = value_fn(masked(p, m), Xv, yv, wv, la).detach().to(torch.float64)
+                        better = check & ((epochs_done == 0) | (v < best_v))
+                        stopped |= check & ~better
+                        best_v = torch.where(better, v, best_v)
+                        kept = torch.where(better, epochs_done + 1, kept)
+                        best_p = {k: torch.where(_rows(better, x), p[k], x) for k, x in best_p.items()}
                     epochs_done += ends.long()
                     epoch_sum = torch.where(ends, 0.0, epoch_sum)
                     epoch_n = torch.where(ends, 0.0, epoch_n)
             losses[b] = (seen_sum / seen_n.clamp_min(1)).to(torch.float32)
             epochs_run[b] = epochs_done
+            epochs_kept[b] = epochs_done
+            if holdout:  # clients with a hold-out return their best epoch
+                p = {k: torch.where(_rows(has_valid, v), best_p[k], v) for k, v in p.items()}
+                epochs_kept[b] = torch.where(has_valid, kept, epochs_done)
+                valid_losses[b] = torch.where(has_valid, best_v, float("nan")).to(torch.float32)
             for k in dense_names:
                 out_dense[k][b] = p[k] - p0[k]
             for k, slot in table_slots.items():
@@ -268,28 +311,46 @@ class BatchedEngine:
             masks=masks,
             loss=losses,
             epochs_run=epochs_run,
+            epochs_kept=epochs_kept if plan.valid_fraction else None,
+            valid_loss=valid_losses if plan.valid_fraction else None,
         )
 
     @staticmethod
     def batch_positions(plan: LocalTraining, ptr: torch.Tensor, clients: torch.Tensor, counts: torch.Tensor,
-                        n_batches: torch.Tensor, contexts: Sequence) -> torch.Tensor:
+                        n_batches: torch.Tensor, contexts: Sequence, trained: Sequence | None = None) -> torch.Tensor:
         """``[len(clients), epochs, max batches, width]`` positions (into the round's samples) of
         every batch of every epoch of each client, -1 padding; the same batches, in the same
-        order, as the reference (:func:`rf2.clients.local.batch_orders`)."""
-        n = counts[clients]
+        order, as the reference (:func:`rf2.clients.local.batch_orders`). ``trained``: per client
+        of ``clients``, the positions (among its own samples) it trains on when some are held out
+        for validation (:func:`rf2.clients.local.valid_split`); batches then run over those only."""
+        n = counts[clients] if trained is None else torch.tensor([t.size for t in trained], dtype=torch.long)
         nb_max = int(n_batches[clients].max())
         width = int(n.max()) if plan.full_batch else min(plan.batch_size, int(n.max()))
         out = torch.full((clients.numel(), plan.epochs, nb_max * width), -1, dtype=torch.long)
-        if plan.full_batch:
+        if plan.full_batch and trained is None:
             j = torch.arange(width)
             pos = torch.where(j[None, :] < n[:, None], ptr[clients][:, None] + j[None, :], -1)
             out[:] = pos[:, None, :]
         else:
             for i, c in enumerate(clients.tolist()):
-                nc, start = int(counts[c]), int(ptr[c])
+                nc, start = int(n[i]), int(ptr[c])
+                own = torch.arange(nc) if trained is None else torch.from_numpy(trained[i])
                 for e, order in enumerate(batch_orders(plan, contexts[c].seed, nc)):
-                    out[i, e, :nc] = torch.from_numpy(order) + start
+                    out[i, e, :nc] = own[torch.from_numpy(order)] + start
         return out.reshape(clients.numel(), plan.epochs, nb_max, width)
+
+    @staticmethod
+    def list_positions(ptr: torch.Tensor, clients: torch.Tensor, own: Sequence) -> torch.Tensor:
+        """``[len(clients), max len]`` round positions ``ptr[c] + own[i]`` of each client's listed
+        samples (``own[i]``: positions among client ``clients[i]``'s samples), -1 padding."""
+        sizes = torch.tensor([o.size for o in own], dtype=torch.long)
+        width = max(1, int(sizes.max()) if sizes.numel() else 1)
+        flat = torch.from_numpy(np.concatenate(own).astype(np.int64)) if sizes.sum() else torch.zeros(0, dtype=torch.long)
+        row = torch.repeat_interleave(torch.arange(clients.numel()), sizes)
+        col = torch.arange(flat.numel()) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
+        out = torch.full((clients.numel(), width), -1, dtype=torch.long)
+        out[row, col] = flat + ptr[clients][row]
+        return out
 
     def loss_groups(self, counts: torch.Tensor, loss_args: dict[str, torch.Tensor], steps: torch.Tensor | None = None):
         """Yield ``(clients, args)``: buckets (:func:`plan_buckets`) of clients whose per-client loss

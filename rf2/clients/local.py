@@ -17,7 +17,33 @@ stop, HeteFedRec (§V-D) several local epochs. One :class:`LocalTraining` descri
 * **early stopping** (:func:`should_stop`) after each epoch: ``cumulative_mean`` is FedEM's rule
   (``engine.py:146-152``): ``L_e`` = mean of *all* batch losses so far (never reset per epoch), stop
   when ``e > 0`` and ``|L_e - L_{e-1}| / |L_{e-1} + 1e-5| < threshold``; ``per_epoch`` is the same
-  test on each epoch's own mean batch loss (``fedem-method.md`` §7 item 6); ``none`` never stops.
+  test on each epoch's own mean batch loss (``fedem-method.md`` §7 item 6); ``none`` never stops;
+* a **validation hold-out** (``valid_fraction``, HeteFedRec §V-A: "when a client is selected for
+  training, 10% of its training data will be used as the validation set to guide the local
+  training"; the paper does not say how it guides it, so this is rf2's rule):
+
+  - *what is held out*: each round, ``k = ⌊valid_fraction · n⌋`` (:meth:`LocalTraining.n_valid`)
+    of the client's ``n`` round samples, a uniform draw without replacement from its own stream
+    (:func:`valid_split`: the client's per-round seed, purpose ``"local_valid"``). The samples are
+    whatever the round gives the client: its training events, or with ``train_negatives`` its
+    positives *and* that round's freshly drawn negatives, so negatives are held out too (no
+    stratification: about 1:4 in expectation, not exactly). Held-out samples are in no batch of
+    the round: they contribute no gradient. The rest (``n - k``, in data order) is what the
+    epochs, batches and shuffles above run over. ``k = 0`` (fewer than ``1 / valid_fraction``
+    samples): nothing is held out and the client trains all its epochs;
+  - *the rule* (patience 1): after each epoch ``e = 1, 2, ...`` the client computes its
+    validation loss ``V_e``, its training loss function (mean BCE, or the model's own
+    ``client_loss`` with the same per-client arguments) on all held-out samples at once, with the
+    parameters it has after the epoch, without a step. If ``e >= 2`` and ``V_e >= V_(e-1)`` it stops
+    and returns the parameters it had after epoch ``e - 1``; otherwise it goes on, and after the
+    last epoch returns its last parameters. As ``V_1 > V_2 > ... > V_(e-1)`` up to a stop, the
+    returned parameters are those of the trained epoch with the lowest validation loss; epoch 1
+    is always kept (the broadcast model is never returned as is);
+  - *reported*: ``epochs_run`` = epochs trained (``e``, for the system model's compute time; the
+    held-out samples are charged like trained ones), ``epochs_kept`` = the epoch returned,
+    ``valid_loss`` = its ``V``; the FedAvg weight stays the client's full sample count ``n``.
+
+  It replaces the training-loss rules: ``valid_fraction > 0`` needs ``early_stop = "none"``.
 
 A batch's loss for these rules and for the round's reported training loss is its loss at its
 first step (before the step), as the authors log it.
@@ -41,6 +67,7 @@ class LocalTraining:
     steps: int = 1  # optimiser steps on each batch (RF²'s local_steps)
     early_stop: str = "none"  # none | cumulative_mean (FedEM) | per_epoch
     threshold: float = 1e-4  # early stop when the relative loss change is below this
+    valid_fraction: float = 0.0  # share of the round's samples held out to pick the epoch (HeteFedRec §V-A: 0.1)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "steps"):
@@ -54,6 +81,12 @@ class LocalTraining:
         if not (isinstance(self.threshold, (int, float)) and not isinstance(self.threshold, bool)
                 and 0 <= self.threshold < math.inf):
             raise ValueError(f"local training: threshold must be a finite number >= 0, got {self.threshold!r}")
+        v = self.valid_fraction
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1):
+            raise ValueError(f"local training: valid_fraction must be a number in [0, 1) (HeteFedRec: 0.1), got {v!r}")
+        if v > 0 and self.early_stop != "none":
+            raise ValueError(f"local training: valid_fraction = {v} stops on the validation loss and early_stop = "
+                             f"{self.early_stop!r} on the training loss; choose one (early_stop = 'none' or valid_fraction = 0)")
 
     @classmethod
     def of(cls, local: "LocalTraining | int") -> "LocalTraining":
@@ -68,8 +101,16 @@ class LocalTraining:
 
     @property
     def single_step(self) -> bool:
-        """One full-batch step and nothing else: the engines' one-pass shortcuts apply."""
-        return self.epochs == 1 and self.full_batch and self.steps == 1
+        """One full-batch step on all the data and nothing else: the engines' one-pass shortcuts apply."""
+        return self.epochs == 1 and self.full_batch and self.steps == 1 and self.valid_fraction == 0
+
+    def n_valid(self, n: np.ndarray | int) -> np.ndarray:
+        """Samples held out for validation by clients with ``n`` samples: ``⌊valid_fraction · n⌋``
+        (to 1e-9, so that e.g. ``0.29 · 100`` gives 29)."""
+        n = np.asarray(n, dtype=np.int64)
+        if not self.valid_fraction:
+            return np.zeros_like(n)
+        return np.floor(self.valid_fraction * n + 1e-9).astype(np.int64)
 
     def n_batches(self, n: np.ndarray | int) -> np.ndarray:
         """Batches per epoch of clients with ``n`` samples."""
@@ -92,6 +133,16 @@ def batch_orders(local: LocalTraining, seed: int, n: int) -> list[np.ndarray]:
         return [np.arange(n)] * local.epochs
     rng = numpy_rng(seed, "local_batches")
     return [rng.permutation(n) for _ in range(local.epochs)]
+
+
+def valid_split(local: LocalTraining, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, valid)``: one client's positions (``0..n-1``, ascending) trained on this round
+    and held out for validation (module docstring); with nothing held out, ``(arange(n), [])``."""
+    k = int(local.n_valid(n))
+    if k == 0:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    perm = numpy_rng(seed, "local_valid").permutation(n)
+    return np.sort(perm[k:]), np.sort(perm[:k])
 
 
 def should_stop(local: LocalTraining, epoch_means: list[float], cumulative: list[float]) -> bool:

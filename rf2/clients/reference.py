@@ -2,7 +2,8 @@
 
 For every selected client, one after another: copy the global parameters, train it as
 :class:`~rf2.clients.local.LocalTraining` says (RF² §4.1: ``local_steps`` full-batch steps; or
-epochs of shuffled mini-batches with an optional early stop, FedEM) with the client optimiser
+epochs of shuffled mini-batches with an optional early stop, FedEM; or with a validation hold-out
+that picks the epoch returned, HeteFedRec §V-A) with the client optimiser
 (SGD or Adam; :mod:`rf2.clients.optim`) on the mean binary cross-entropy of each batch,
 and report ``Δ = θ_client - θ_global``. Embedding-table updates are then cut down to the rows
 the client's data indexes (every other row of ``Δ`` is exactly zero).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -21,7 +23,7 @@ from torch.func import functional_call
 from rf2.models import RecModel
 
 from .batch import RoundBatch
-from .local import LocalTraining, batch_orders, should_stop
+from .local import LocalTraining, batch_orders, should_stop, valid_split
 from .optim import as_client_optimizer
 from .updates import ClientUpdates, TableRows
 
@@ -47,6 +49,11 @@ def client_loss(model: RecModel, params: dict[str, torch.Tensor], X: torch.Tenso
         w = torch.full_like(y, 1.0 / y.numel())
         return model.client_loss(params, X, y, w, **(loss_args or {}))
     return F.binary_cross_entropy_with_logits(functional_call(model, params, (X,)), y)
+
+
+def masked(params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None, c: int) -> dict[str, torch.Tensor]:
+    """Client ``c``'s effective parameters: each masked tensor times its ``[C, *shape]`` mask's row ``c``."""
+    return params if masks is None else {k: v * masks[k][c] if k in masks else v for k, v in params.items()}
 
 
 def has_client_loss(model: RecModel, loss_args: dict | None = None) -> bool:
@@ -86,7 +93,7 @@ class ReferenceEngine:
         dense: dict[str, list[torch.Tensor]] = {k: [] for k in params if k not in tables}
         rows: dict[str, list[torch.Tensor]] = {k: [] for k in tables}
         vals: dict[str, list[torch.Tensor]] = {k: [] for k in tables}
-        losses, epochs_run = [], []
+        losses, epochs_run, epochs_kept, valid_losses = [], [], [], []
         touched = [{k: touched_rows(batch.client(c)[0], cols) for k, cols in tables.items()} for c in range(batch.n_clients)]
         offset = {k: 0 for k in tables}
         if private_rows:
@@ -104,6 +111,13 @@ class ReferenceEngine:
             local = {k: v.detach().clone().requires_grad_(True) for k, v in start.items()}
             state = opt.init(local)  # fresh every round, kept through all the client's epochs
             la = loss_args and {k: v[c] for k, v in loss_args.items()}
+            valid_pos = np.zeros(0, dtype=np.int64)
+            if plan.valid_fraction:
+                train_pos, valid_pos = valid_split(plan, contexts[c].seed, X.shape[0])
+            if valid_pos.size:  # held out this round: never in a batch (rf2.clients.local)
+                Xv, yv = X[torch.from_numpy(valid_pos)], y[torch.from_numpy(valid_pos)]
+                X, y = X[torch.from_numpy(train_pos)], y[torch.from_numpy(train_pos)]
+            best = None  # (validation loss, parameters, epoch) of the best epoch so far
             n = X.shape[0]
             size = n if plan.full_batch else plan.batch_size
             seen, epoch_means, cumulative = [], [], []  # each batch's loss at its first step
@@ -116,8 +130,7 @@ class ReferenceEngine:
                         idx = torch.from_numpy(order[a : a + size])
                         Xb, yb = X[idx], y[idx]
                     for step in range(plan.steps):
-                        eff = local if masks is None else {k: v * masks[k][c] if k in masks else v for k, v in local.items()}
-                        loss = client_loss(model, eff, Xb, yb, la)
+                        loss = client_loss(model, masked(local, masks, c), Xb, yb, la)
                         if step == 0:
                             this_epoch.append(float(loss.detach()))
                         # a model may leave parameters out of a client's loss (hetencf: unused sub-models): zero gradient
@@ -128,10 +141,19 @@ class ReferenceEngine:
                 seen += this_epoch
                 epoch_means.append(sum(this_epoch) / len(this_epoch))
                 cumulative.append(sum(seen) / len(seen))
+                if valid_pos.size:
+                    with torch.no_grad():
+                        v = float(client_loss(model, masked(local, masks, c), Xv, yv, la))
+                    if best is not None and not v < best[0]:  # no better than the epoch before: stop, return that one
+                        local = best[1]
+                        break
+                    best = (v, {k: t.detach().clone() for k, t in local.items()}, len(epoch_means))
                 if should_stop(plan, epoch_means, cumulative):
                     break
             losses.append(torch.tensor(sum(seen) / len(seen), dtype=torch.float32))
             epochs_run.append(len(epoch_means))
+            epochs_kept.append(best[2] if best is not None else len(epoch_means))
+            valid_losses.append(best[0] if best is not None else float("nan"))
             for k, v in local.items():
                 delta = (v - start[k]).detach()
                 if k in tables:
@@ -157,4 +179,6 @@ class ReferenceEngine:
             masks=masks,
             loss=torch.stack(losses),
             epochs_run=torch.tensor(epochs_run, dtype=torch.long),
+            epochs_kept=torch.tensor(epochs_kept, dtype=torch.long) if plan.valid_fraction else None,
+            valid_loss=torch.tensor(valid_losses, dtype=torch.float32) if plan.valid_fraction else None,
         )

@@ -85,6 +85,8 @@ class ClientUpdates:
     masks: dict[str, torch.Tensor] | None = None
     loss: torch.Tensor | None = None  # [C] each client's mean batch loss (each batch before its first step)
     epochs_run: torch.Tensor | None = None  # [C] local epochs each client trained (< planned after an early stop)
+    epochs_kept: torch.Tensor | None = None  # [C] with a validation hold-out: the epoch whose parameters it returns
+    valid_loss: torch.Tensor | None = None  # [C] with a validation hold-out: that epoch's validation loss (nan: none held out)
     extra: dict = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # every parameter's shape
     summed: dict | None = None  # the FedAvg aggregate, when computed directly (dense/tables then empty)
@@ -158,6 +160,8 @@ class ClientUpdates:
             masks=None if self.masks is None else {k: v[idx] for k, v in self.masks.items()},
             loss=None if self.loss is None else self.loss[idx],
             epochs_run=None if self.epochs_run is None else self.epochs_run[idx],
+            epochs_kept=None if self.epochs_kept is None else self.epochs_kept[idx],
+            valid_loss=None if self.valid_loss is None else self.valid_loss[idx],
             extra=dict(self.extra),
             shapes=dict(self.shapes),
         )

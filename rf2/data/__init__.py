@@ -34,6 +34,14 @@ register_dataset("ml-25m", load_ml25m)
 register_dataset("taobao", load_taobao)
 
 
+def implicit_feedback(name: str) -> bool:
+    """Whether dataset ``name`` is implicit feedback whose non-clicks are *sampled* negatives, not
+    interactions (a loader attribute ``implicit_feedback = True``; ``ml-1m-implicit``). Used to
+    resolve ``ranking_exclude = "auto"`` (:attr:`rf2.config.RunConfig.ranking_exclusion`) without
+    loading the data."""
+    return bool(getattr(_loader(name), "implicit_feedback", False))
+
+
 def dataset_options(name: str) -> dict[str, object]:
     """The options a dataset's loader accepts, with their defaults."""
     loader = _loader(name)
@@ -57,6 +65,6 @@ def load_dataset(name: str, **options) -> InteractionDataset:
 
 __all__ = [
     "DATASETS", "ChecksumError", "DataFormatError", "DataNotFoundError", "DenseFeature", "FeatureEncoder",
-    "InteractionDataset", "Schema", "SequenceFeature", "SparseFeature", "dataset_options", "load_dataset",
+    "InteractionDataset", "Schema", "SequenceFeature", "SparseFeature", "dataset_options", "implicit_feedback", "load_dataset",
     "register_dataset",
 ]

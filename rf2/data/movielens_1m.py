@@ -266,7 +266,12 @@ def load_ml1m_implicit(
       :func:`rf2.data.split.temporal_split`) are test positives, the rest training positives;
     * **negatives**: ``negatives`` per positive, train and test alike (so test AUC is defined),
       each drawn uniformly from the items the user never interacted with (never one of the user's
-      positives; drawn with replacement, so a user may get the same negative item twice);
+      positives; drawn with replacement, so a user may get the same negative item twice), once, with
+      the dataset. ``negatives=0`` loads the positives only (the same 80/20 split: the split is drawn
+      before the negatives), for HeteFedRec's negatives **re-drawn every round**: run it with
+      ``train_negatives = 4`` (:mod:`rf2.clients.negatives`, uniformly among the items the user never
+      interacted with, train or test). Its test events are then positives only: test AUC is
+      undefined (``nan``) and the full ranking (``ranking_k``) is the metric;
     * **timestamp** (there is none in the data): a pseudo-time, the rank of the positive in the
       user's random order for training positives (0, 1, ...), and the number of training positives
       for every test positive; a negative carries its positive's pseudo-time. Hence
@@ -283,8 +288,8 @@ def load_ml1m_implicit(
     The randomness (order, negatives) comes from ``numpy.random.default_rng(seed)`` only: the
     dataset is a deterministic function of the files, ``negatives``, ``test_fraction`` and ``seed``.
     """
-    if negatives < 0:
-        raise ValueError(f"negatives must be >= 0, got {negatives}")
+    if not isinstance(negatives, (int, np.integer)) or isinstance(negatives, bool) or negatives < 0:
+        raise ValueError(f"negatives must be an integer >= 0 (0 = positives only, for train_negatives), got {negatives!r}")
     if history_maxlen < 1:
         raise ValueError(f"history_maxlen must be >= 1, got {history_maxlen}")
     if not 0.0 <= test_fraction < 1.0:
@@ -307,6 +312,10 @@ def load_ml1m_implicit(
         history_maxlen=history_maxlen, log_name=where, source=f"{found.origin} ({where})", split=split,
         min_interactions=min_interactions,
     )
+
+
+#: its training non-clicks are sampled negatives, not interactions (``ranking_exclude = "auto"``)
+load_ml1m_implicit.implicit_feedback = True
 
 
 def build_implicit(
@@ -410,8 +419,10 @@ def build_implicit(
         schema=Schema(tuple(features)),
         item_sequences={"genres": movie_genres[pos_in_movies]},
         description=(
-            f"MovieLens-1M implicit feedback (HeteFedRec §V-A): every rating is a positive, {negatives} sampled "
-            f"negatives per positive (train and test), random per-user {1 - test_fraction:.0%}/{test_fraction:.0%} "
+            "MovieLens-1M implicit feedback (HeteFedRec §V-A): every rating is a positive, "
+            + (f"{negatives} sampled negatives per positive (train and test)" if negatives else
+               "no negatives in the data (positives only: train with train_negatives, re-drawn every round)")
+            + f", random per-user {1 - test_fraction:.0%}/{test_fraction:.0%} "
             f"split (seed {seed}); features user id, age, gender, occupation"
             + (f", last {history_maxlen} training positives" if history else "")
             + "; movie id, genres; timestamp = pseudo-time (rank in the user's random order)"

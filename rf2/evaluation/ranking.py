@@ -18,6 +18,9 @@ exclusion
     RF²-style explicit data a training non-click is still an interaction (the user has seen and
     rated the movie), and re-recommending it would only measure whether the model memorised the
     training set. ``"train_clicks"`` removes training clicks only; ``"none"`` removes nothing.
+    A run's ``ranking_exclude`` defaults to ``"auto"``: ``"train_clicks"`` on implicit data, whose
+    training non-clicks are sampled negatives (HeteFedRec's protocol), ``"train"`` elsewhere
+    (:attr:`rf2.config.RunConfig.ranking_exclusion`).
     A relevant item that is also excluded (the same item in both splits) can never be
     recommended, so it is dropped from the relevant set rather than counted as a certain miss.
 NDCG@K
