@@ -433,3 +433,18 @@ def test_a_directory_without_marker_is_refused_only_when_it_holds_run_csvs(tmp_p
     (tmp_path / "runs" / "r.csv").write_text("tier\n")
     with pytest.raises(ResultsFormatError, match="written by an older rf2"):
         check_format(tmp_path)
+
+
+def test_the_lock_file_is_rw_r__r__and_never_opened_through_a_link(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.close(S._open_lock(tmp_path))
+    assert (tmp_path / ".lock").stat().st_mode & 0o777 == 0o644 & ~umask
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    (tmp_path / ".lock").unlink()
+    (tmp_path / ".lock").symlink_to(victim)  # planted after check_entries ran: open refuses it all the same
+    with pytest.raises(ResultsFormatError, match=rf"^{re.escape(str(tmp_path))}: \.lock is a symlink; rf2 does not "
+                                                 "write through links in a results directory: remove it$"):
+        S._open_lock(tmp_path)
+    assert victim.read_text() == "precious"
