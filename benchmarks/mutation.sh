@@ -23,7 +23,7 @@ WORK=${WORK:-/tmp/rf2-mutation-${SHA:0:10}}
 # module -> the test files (or FILE::TEST node ids, or pytest options such as --deselect=...) that exercise it.
 # store.py leaves out test_sweep's CLI sweep (42 s of its 80, run for every surviving mutant).
 declare -A TESTS=(
-  [optimizations/compression.py]="tests/test_compression.py tests/test_compression_edges.py"
+  [optimizations/compression.py]="tests/test_compression.py tests/test_compression_edges.py tests/test_compression_mutants.py"
   [tier_mapping/dirichlet.py]="tests/test_tier_mapping.py tests/test_dirichlet_edges.py"
   [rf2/evaluation/metrics.py]="tests/test_metrics.py tests/test_metrics_edges.py"
   [rf2/aggregation/__init__.py]="tests/test_fedavg.py tests/test_compression.py tests/test_round_upload.py tests/test_aggregation_edges.py"
