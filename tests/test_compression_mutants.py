@@ -4,9 +4,20 @@ benchmarks/MUTATION.md). Every expected value here is written by hand from the m
 from __future__ import annotations
 
 import pytest
+import torch
 
-from optimizations import Prune, Quant
-from optimizations.compression import QuantS
+from optimizations import ClientContext, Prune, Quant
+from optimizations.compression import QuantS, tensor_ranges
+from rf2.clients.updates import ClientUpdates, TableRows
+
+
+def ctx(cid: int, tier: int) -> ClientContext:
+    return ClientContext(cid, tier, ("low", "mid", "high")[tier], 0, 0, 10, 7000 + cid)
+
+
+def updates(dense: dict, tables: dict | None = None, tiers=(0, 0)) -> ClientUpdates:
+    return ClientUpdates(contexts=[ctx(c, t) for c, t in enumerate(tiers)], weights=torch.ones(len(tiers)),
+                         dense=dense, tables=tables or {})
 
 
 # -- describe: how a run's optimisation is shown -------------------------------------------------------
@@ -22,3 +33,79 @@ def test_describe_names_each_tier_and_its_setting():
 def test_describe_numbers_the_tiers_when_the_names_do_not_fit():
     assert Quant("q", (4, 8, 32)).describe(("low", "high")) == "tier 0/tier 1/tier 2: 4/8/32 bits"
     assert Prune("p", (0.5,)).describe() == "tier 0: 50% of the update pruned"
+
+
+# -- Quant's and QuantS's constructor and usage text ---------------------------------------------------
+QUANT_USE = ("use quant:1:2:4 | quant:1:2:8 | quant:1:4:16 (Table 1) or quant:bits:B_LOW:...:B_HIGH "
+             "(1-32 bits, 32 = unquantised), optionally :noise=auto|exact|gaussian and :scope=tensor|update")
+QUANTS_USE = ("use quants:1:2:4 | quants:1:2:8 | quants:1:4:16 (Table 1) or quants:bits:B_LOW:...:B_HIGH "
+              "(1-32 magnitude bits; 2-32 with sign=budget, 32 = unquantised), optionally "
+              ":noise=auto|exact|gaussian and :scope=tensor|update and :sign=separate|budget")
+
+
+def test_usage_text_of_quant_and_quants():
+    from optimizations.compression import quant_usage
+
+    assert quant_usage() == QUANT_USE and quant_usage("quant") == QUANT_USE
+    assert quant_usage("quants") == QUANTS_USE
+
+
+def message(call) -> str:
+    with pytest.raises(ValueError) as e:
+        call()
+    return str(e.value)
+
+
+@pytest.mark.parametrize("bad,shown", [(0, "0"), (33, "33"), (2.5, "2.5"), (float("inf"), "inf"),
+                                       (float("nan"), "nan"), ("8", "'8'"), (None, "None"), (True, "1")])
+def test_bad_bit_widths_are_refused_by_value(bad, shown):
+    for cls, use in ((Quant, QUANT_USE), (QuantS, QUANTS_USE)):
+        assert message(lambda: cls("q:x", (8, bad))) == (
+            f"optimization 'q:x': bit widths must be integers in [1, 32], got {shown}; {use}")
+
+
+def test_bit_width_bounds_depend_on_the_sign_rule():
+    assert Quant("q", (1, 32)).per_tier == (1, 32) and QuantS("s", (1, 32)).per_tier == (1, 32)
+    assert QuantS("s", (2, 32), sign="budget").per_tier == (2, 32)
+    assert message(lambda: QuantS("s", (1, 32), sign="budget")) == (
+        f"optimization 's': bit widths must be integers in [2, 32], got 1; {QUANTS_USE}")
+    assert message(lambda: QuantS("s", (8,), sign="both")) == (
+        "optimization 's': option sign must be one of ['separate', 'budget'], got 'both'")
+    q = Quant("q", (8.0, 16))
+    assert q.per_tier == (8, 16) and all(type(b) is int for b in q.per_tier)
+
+
+def test_noise_and_scope_options_are_checked_and_kept():
+    assert message(lambda: Quant("q", (8,), noise="loud")) == (
+        "optimization 'q': option noise must be one of ['auto', 'exact', 'gaussian'], got 'loud'")
+    assert message(lambda: QuantS("q", (8,), scope="layer")) == (
+        "optimization 'q': option scope must be one of ['tensor', 'update'], got 'layer'")
+    q = Quant("q", (8,))
+    assert (q.spec, q.noise, q.scope, q.sign) == ("q", "auto", "tensor", None)
+    q = Quant("q", (8,), noise="gaussian", scope="update", sign="budget")  # sign means nothing to Quant
+    assert (q.noise, q.scope, q.sign) == ("gaussian", "update", None)
+    s = QuantS("s", (8,))
+    assert (s.spec, s.noise, s.scope, s.sign) == ("s", "auto", "tensor", "separate")
+    assert QuantS("s", (8,), sign="budget").sign == "budget"
+
+
+def test_setting_names_the_spec_and_the_tier_count():
+    contexts = [ClientContext(0, 1, "mid", 0, 0, 10, 1), ClientContext(1, 0, "low", 0, 0, 10, 2)]
+    assert Prune("p", (0.5, 0.25)).setting(contexts) == [0.25, 0.5]
+    contexts.append(ClientContext(2, 2, "high", 0, 0, 10, 3))
+    assert message(lambda: Quant("q:2", (4, 8)).setting(contexts)) == (
+        "optimization 'q:2' gives 2 tiers a bit width, but the run has more tiers; give one value per tier (low ... high)")
+
+
+# -- ranges of embedding tables -------------------------------------------------------------------------
+def test_table_ranges_of_values_and_of_magnitudes():
+    # a one-row table both clients hold in full (no untouched entries), and a 3-row one where they hold one row
+    full = TableRows(torch.tensor([0, 1, 2]), torch.tensor([0, 0]), torch.tensor([[-3.0, -1.0], [0.5, -2.0]]), 1)
+    part = TableRows(torch.tensor([0, 1, 2]), torch.tensor([0, 2]), torch.tensor([[-3.0, -1.0], [0.5, 2.0]]), 3)
+    u = updates({}, {"full": full, "part": part})
+    r = tensor_ranges(u)
+    assert [x.tolist() for x in r["full"]] == [[-3.0, -2.0], [-1.0, 0.5]]
+    assert [x.tolist() for x in r["part"]] == [[-3.0, 0.0], [0.0, 2.0]]  # untouched zeros included
+    r = tensor_ranges(u, magnitude=True)
+    assert [x.tolist() for x in r["full"]] == [[1.0, 0.5], [3.0, 2.0]]
+    assert [x.tolist() for x in r["part"]] == [[0.0, 0.0], [3.0, 2.0]]
