@@ -109,3 +109,12 @@ def test_table_ranges_of_values_and_of_magnitudes():
     r = tensor_ranges(u, magnitude=True)
     assert [x.tolist() for x in r["full"]] == [[1.0, 0.5], [3.0, 2.0]]
     assert [x.tolist() for x in r["part"]] == [[0.0, 0.0], [3.0, 2.0]]
+
+
+def test_ranges_of_tables_with_nothing_stored_are_zero():
+    # no client holds a row of a 5-row table: every entry is an untouched zero
+    unheld = TableRows(torch.tensor([0, 0, 0]), torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), 5)
+    u = updates({}, {"unheld": unheld})
+    for magnitude in (False, True):
+        r = tensor_ranges(u, magnitude=magnitude)
+        assert [x.tolist() for x in r["unheld"]] == [[0.0, 0.0], [0.0, 0.0]]
