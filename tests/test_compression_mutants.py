@@ -99,9 +99,10 @@ def test_setting_names_the_spec_and_the_tier_count():
 
 # -- ranges of embedding tables -------------------------------------------------------------------------
 def test_table_ranges_of_values_and_of_magnitudes():
-    # a one-row table both clients hold in full (no untouched entries), and a 3-row one where they hold one row
+    # a one-row table both clients hold in full (no untouched entries), and a 2-row one where each
+    # holds one row (one untouched row, whose zeros belong to the range)
     full = TableRows(torch.tensor([0, 1, 2]), torch.tensor([0, 0]), torch.tensor([[-3.0, -1.0], [0.5, -2.0]]), 1)
-    part = TableRows(torch.tensor([0, 1, 2]), torch.tensor([0, 2]), torch.tensor([[-3.0, -1.0], [0.5, 2.0]]), 3)
+    part = TableRows(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), torch.tensor([[-3.0, -1.0], [0.5, 2.0]]), 2)
     u = updates({}, {"full": full, "part": part})
     r = tensor_ranges(u)
     assert [x.tolist() for x in r["full"]] == [[-3.0, -2.0], [-1.0, 0.5]]
