@@ -40,6 +40,18 @@ def both(model, params, batch, contexts, local, lr=0.5, **kw):
     return ref, fast
 
 
+def run_in_both_engines(settings: dict, dataset):
+    """``(rounds table, final parameters)`` of the same run in the batched and the reference engine."""
+    from rf2.simulation import Simulation
+
+    out = []
+    for engine in ("batched", "reference"):
+        sim = Simulation(RunConfig(engine=engine, **settings), dataset=dataset, progress=False)
+        res = sim.run()
+        out.append((res.rounds, {k: v.clone() for k, v in sim.params.items()}))
+    return out
+
+
 def assert_same(a, b, atol=2e-5):
     assert torch.allclose(a.loss, b.loss, atol=1e-5, rtol=1e-4)
     assert torch.equal(a.epochs_run, b.epochs_run)
@@ -236,16 +248,9 @@ def test_config_checks_local_training_settings():
 def test_simulation_with_mini_batches_same_in_both_engines(ml100k, optimization):
     """Every optimisation keeps working with mini-batch local training, and the two engines give
     the same run (compression acts on the round's total update)."""
-    from rf2.simulation import Simulation
-
     base = dict(dataset="ml-100k", model="dlrm", optimization=optimization, clients_per_round=16, max_rounds=2,
                 local_epochs=2, local_batch_size=32, client_lr=0.5, server_optimizer="sgd", server_lr=1.0)
-    runs = {}
-    for engine in ("batched", "reference"):
-        sim = Simulation(RunConfig(engine=engine, **base), dataset=ml100k, progress=False)
-        res = sim.run()
-        runs[engine] = (res.rounds, {k: v.clone() for k, v in sim.params.items()})
-    (ra, pa), (rb, pb) = runs["batched"], runs["reference"]
+    (ra, pa), (rb, pb) = run_in_both_engines(base, ml100k)
     assert np.allclose(ra["train_loss"], rb["train_loss"], atol=1e-5)
     for k in pa:
         assert torch.allclose(pa[k], pb[k], atol=1e-4), k
@@ -432,17 +437,11 @@ def test_held_out_samples_never_contribute_a_gradient(ml100k, engine):
 
 
 def test_simulation_with_a_validation_holdout_same_in_both_engines(ml100k):
-    from rf2.simulation import Simulation
 
     base = dict(dataset="ml-100k", model="dlrm", clients_per_round=16, max_rounds=2, local_epochs=4,
                 local_batch_size=32, local_valid_fraction=0.1, client_optimizer="adam", client_lr=0.01,
                 server_optimizer="sgd", server_lr=1.0)
-    runs = {}
-    for engine in ("batched", "reference"):
-        sim = Simulation(RunConfig(engine=engine, **base), dataset=ml100k, progress=False)
-        res = sim.run()
-        runs[engine] = (res.rounds, {k: v.clone() for k, v in sim.params.items()})
-    (ra, pa), (rb, pb) = runs["batched"], runs["reference"]
+    (ra, pa), (rb, pb) = run_in_both_engines(base, ml100k)
     for col in ("train_loss", "local_valid_loss", "local_epochs_run", "local_epochs_kept"):
         assert np.allclose(ra[col], rb[col], atol=1e-5), col
     assert (ra["local_epochs_kept"] < ra["local_epochs_run"]).all()

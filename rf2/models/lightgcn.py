@@ -89,9 +89,9 @@ from torch.func import functional_call
 
 from rf2.data.schema import Schema
 
-from .base import HiddenLayer, RecModel
+from .base import RecModel
 from .hetencf import HeteNCF
-from .ncf import id_features
+from .ncf import NCFParts, id_features
 
 
 def _vmapped(X: torch.Tensor) -> bool:
@@ -213,7 +213,7 @@ class LocalGraphs:
         return ((y > 0.5) & (weights > 0)).to(dtype)
 
 
-class LightGCN(LocalGraphs, RecModel):
+class LightGCN(LocalGraphs, NCFParts, RecModel):
     _model_name = "lightgcn"
 
     def __init__(
@@ -277,21 +277,6 @@ class LightGCN(LocalGraphs, RecModel):
         with the local graph read from the batch (its weighted positives)."""
         logits = functional_call(self, params, (X,), {"edges": self.edges_of(y, weights, X.dtype)})
         return (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * weights).sum()
-
-    def embedding_tables(self) -> dict[str, str]:
-        return {f"embedding_dict.{t}.weight": t for t in self.embedding_dict}
-
-    def private_parameters(self) -> set[str]:
-        return {f"embedding_dict.{self.user_feature.table}.weight"} if self.private_user else set()
-
-    def hidden_layers(self) -> list[HiddenLayer]:
-        n = len(self.ffn)
-        return [
-            HiddenLayer(name=f"ffn.{i}", width=lin.out_features,
-                        out_params=(f"ffn.{i}.weight", f"ffn.{i}.bias"),
-                        in_params=(f"ffn.{i + 1}.weight" if i + 1 < n else "out.weight",), first=(i == 0))
-            for i, lin in enumerate(self.ffn)
-        ]
 
 
 class HeteLightGCN(LocalGraphs, HeteNCF):

@@ -41,7 +41,28 @@ def id_features(schema: Schema, user_feature: str, item_feature: str, model: str
     return sparse[user_feature], sparse[item_feature]
 
 
-class NCF(RecModel):
+class NCFParts:
+    """What NCF-style models (``ncf``, ``lightgcn``) share: an ``embedding_dict`` of the user and
+    item tables, the user table client-private (when ``private_user``), and the FFN ``ffn`` +
+    ``out`` whose hidden layers Channel can narrow."""
+
+    def embedding_tables(self) -> dict[str, str]:
+        return {f"embedding_dict.{t}.weight": t for t in self.embedding_dict}
+
+    def private_parameters(self) -> set[str]:
+        return {f"embedding_dict.{self.user_feature.table}.weight"} if self.private_user else set()
+
+    def hidden_layers(self) -> list[HiddenLayer]:
+        n = len(self.ffn)
+        return [
+            HiddenLayer(name=f"ffn.{i}", width=lin.out_features,
+                        out_params=(f"ffn.{i}.weight", f"ffn.{i}.bias"),
+                        in_params=(f"ffn.{i + 1}.weight" if i + 1 < n else "out.weight",), first=(i == 0))
+            for i, lin in enumerate(self.ffn)
+        ]
+
+
+class NCF(NCFParts, RecModel):
     def __init__(
         self,
         schema: Schema,
@@ -78,18 +99,3 @@ class NCF(RecModel):
         for lin in self.ffn:
             h = torch.relu(lin(h))
         return self.out(h).squeeze(-1)
-
-    def embedding_tables(self) -> dict[str, str]:
-        return {f"embedding_dict.{t}.weight": t for t in self.embedding_dict}
-
-    def private_parameters(self) -> set[str]:
-        return {f"embedding_dict.{self.user_feature.table}.weight"} if self.private_user else set()
-
-    def hidden_layers(self) -> list[HiddenLayer]:
-        n = len(self.ffn)
-        return [
-            HiddenLayer(name=f"ffn.{i}", width=lin.out_features,
-                        out_params=(f"ffn.{i}.weight", f"ffn.{i}.bias"),
-                        in_params=(f"ffn.{i + 1}.weight" if i + 1 < n else "out.weight",), first=(i == 0))
-            for i, lin in enumerate(self.ffn)
-        ]
