@@ -84,14 +84,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.func import functional_call
 
 from rf2.data.schema import Schema
 
 from .base import RecModel
 from .hetencf import HeteNCF
-from .ncf import NCFParts, id_features
+from .ncf import NCFParts
 
 
 def _vmapped(X: torch.Tensor) -> bool:
@@ -228,25 +227,9 @@ class LightGCN(LocalGraphs, NCFParts, RecModel):
         item_propagation: bool = False,  # also ṽ_j = ½(v_j + [j ∈ N_i] u_i / sqrt(n_i)) (see the module docstring)
     ):
         super().__init__()
-        user, item = id_features(schema, user_feature, item_feature, "lightgcn")
-        hidden = tuple(hidden)
-        if embedding_dim < 1 or not hidden or min(hidden) < 1:
-            raise ValueError(f"lightgcn: embedding_dim and hidden widths must be >= 1, got {embedding_dim}, {hidden}")
-        self.schema = schema
-        self.embedding_dim = embedding_dim
-        self.user_feature, self.item_feature = user, item
-        self.private_user = private_user
         self.item_propagation = bool(item_propagation)
-        self.embedding_dict = nn.ModuleDict({
-            f.table: nn.Embedding(f.vocab_size, embedding_dim) for f in (self.user_feature, self.item_feature)
-        })
-        for emb in self.embedding_dict.values():
-            nn.init.normal_(emb.weight, std=embedding_init_std)
-        widths = (2 * embedding_dim, *hidden)
-        self.ffn = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.out = nn.Linear(widths[-1], 1)
-        self._ucol = schema.columns[user.name][0]
-        self._icol = schema.columns[item.name][0]
+        self._build_parts("lightgcn", schema, embedding_dim, tuple(hidden), user_feature, item_feature, private_user,
+                          embedding_init_std)
         self._init_graphs()
 
     def representations(self, X: torch.Tensor, edges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

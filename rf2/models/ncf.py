@@ -46,6 +46,28 @@ class NCFParts:
     item tables, the user table client-private (when ``private_user``), and the FFN ``ffn`` +
     ``out`` whose hidden layers Channel can narrow."""
 
+    def _build_parts(self, model: str, schema: Schema, embedding_dim: int, hidden, user_feature: str,
+                     item_feature: str, private_user: bool, embedding_init_std: float) -> None:
+        """The user and item tables (``N(0, embedding_init_std²)``), the FFN ``[2N, *hidden]`` and
+        the output unit, created in this order (the seeded initialisation depends on it)."""
+        user, item = id_features(schema, user_feature, item_feature, model)
+        if embedding_dim < 1 or not hidden or min(hidden) < 1:
+            raise ValueError(f"{model}: embedding_dim and hidden widths must be >= 1, got {embedding_dim}, {hidden}")
+        self.schema = schema
+        self.embedding_dim = embedding_dim
+        self.user_feature, self.item_feature = user, item
+        self.private_user = private_user
+        self.embedding_dict = nn.ModuleDict({
+            f.table: nn.Embedding(f.vocab_size, embedding_dim) for f in (self.user_feature, self.item_feature)
+        })
+        for emb in self.embedding_dict.values():
+            nn.init.normal_(emb.weight, std=embedding_init_std)
+        widths = (2 * embedding_dim, *hidden)
+        self.ffn = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.out = nn.Linear(widths[-1], 1)
+        self._ucol = schema.columns[user.name][0]
+        self._icol = schema.columns[item.name][0]
+
     def embedding_tables(self) -> dict[str, str]:
         return {f"embedding_dict.{t}.weight": t for t in self.embedding_dict}
 
@@ -74,23 +96,8 @@ class NCF(NCFParts, RecModel):
         embedding_init_std: float = 0.01,
     ):
         super().__init__()
-        user, item = id_features(schema, user_feature, item_feature, "ncf")
-        if embedding_dim < 1 or not hidden or min(hidden) < 1:
-            raise ValueError(f"ncf: embedding_dim and hidden widths must be >= 1, got {embedding_dim}, {hidden}")
-        self.schema = schema
-        self.embedding_dim = embedding_dim
-        self.user_feature, self.item_feature = user, item
-        self.private_user = private_user
-        self.embedding_dict = nn.ModuleDict({
-            f.table: nn.Embedding(f.vocab_size, embedding_dim) for f in (self.user_feature, self.item_feature)
-        })
-        for emb in self.embedding_dict.values():
-            nn.init.normal_(emb.weight, std=embedding_init_std)
-        widths = (2 * embedding_dim, *hidden)
-        self.ffn = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.out = nn.Linear(widths[-1], 1)
-        self._ucol = schema.columns[user.name][0]
-        self._icol = schema.columns[item.name][0]
+        self._build_parts("ncf", schema, embedding_dim, hidden, user_feature, item_feature, private_user,
+                          embedding_init_std)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         u = self.embedding_dict[self.user_feature.table](X[:, self._ucol].long())
