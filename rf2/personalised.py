@@ -100,10 +100,7 @@ def initial_models(sim: "Simulation") -> ClientModels:
         A = [a.expand(N, *a.shape).clone() for a in A0]
     else:
         P = users[:N].clone()
-        A = []
-        for a in A0:
-            fan_in = a.shape[-1] if a.dim() == 2 else None
-            A.append(torch.empty(N, *a.shape))
+        A = [torch.empty(N, *a.shape) for a in A0]
         for c in range(N):
             g = torch_generator(sim.train_seed, "fedem_adapter", c)
             for i in range(0, len(A0), 2):
@@ -116,7 +113,7 @@ def initial_models(sim: "Simulation") -> ClientModels:
 
 def run_personalised(sim: "Simulation") -> "RunResult":
     from rf2.models.fcf import FCF
-    from rf2.simulation import DivergenceError, RunResult, available_memory_bytes, candidate_metrics, peak_rss_mb
+    from rf2.simulation import DivergenceError, RunResult, available_memory_bytes, candidate_events, candidate_metrics, peak_rss_mb
 
     cfg, ds, opt = sim.config, sim.dataset, sim.optimization
     st = opt.settings
@@ -214,10 +211,8 @@ def run_personalised(sim: "Simulation") -> "RunResult":
     t1 = time.perf_counter()
     per_user, users, items, logits = _sampled(models, store, ds, st.rho, cfg.sampled_k, "test")
     metrics, per_user = candidate_metrics(users, items, logits, cfg.sampled_k, sim.tiers.tier, sim.tiers.names)
-    labels = np.zeros(items.shape, dtype=np.int64)
-    labels[:, 0] = 1
-    ev_users = np.repeat(users, items.shape[1])
-    sim.eval_scores = EvalScores.from_run(ev_users, sim.tiers.tier[ev_users], labels.ravel(), logits.ravel(),
+    ev_users, labels = candidate_events(users, items)
+    sim.eval_scores = EvalScores.from_run(ev_users, sim.tiers.tier[ev_users], labels, logits.ravel(),
                                           sim.tiers.names, sim.tiers.tier, per_user)
     rounds = pd.DataFrame(log)
     metrics = sim._with_costs(metrics, rounds)

@@ -465,7 +465,7 @@ class Simulation:
         return metrics
 
     def _evaluate_candidates(self) -> TierMetrics:
-        from rf2.evaluation.sampled import candidates, sampled_frame, sampled_from_scores, score_candidates
+        from rf2.evaluation.sampled import candidates, score_candidates
 
         ds, k = self.dataset, self.config.sampled_k
         users, items = candidates(ds, "test")
@@ -481,10 +481,8 @@ class Simulation:
             metrics = TierMetrics(pd.concat([metrics.frame, ranking_frame(ranked, self.tiers.tier, self.tiers.names)],
                                             ignore_index=True), metrics.tier_names)
             per_user = ranked.join(per_user.drop(columns="n_relevant"), how="outer")
-        ev_users = np.repeat(users, items.shape[1])
-        labels = np.zeros(items.shape, dtype=np.int64)
-        labels[:, 0] = 1
-        self.eval_scores = EvalScores.from_run(ev_users, self.tiers.tier[ev_users], labels.ravel(), logits.ravel(),
+        ev_users, labels = candidate_events(users, items)
+        self.eval_scores = EvalScores.from_run(ev_users, self.tiers.tier[ev_users], labels, logits.ravel(),
                                                self.tiers.names, self.tiers.tier, per_user)
         return metrics
 
@@ -498,6 +496,14 @@ class Simulation:
         return {f"valid_{c}": float(per_user[c].mean()) for c in per_user.columns if "@" in c}
 
 
+def candidate_events(users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat events of ``[users, 1 + negatives]`` candidates, row by row: each event's user and
+    its label (1 for column 0, the held-out item; 0 for the negatives)."""
+    labels = np.zeros(items.shape, dtype=np.int64)
+    labels[:, 0] = 1
+    return np.repeat(users, items.shape[1]), labels.ravel()
+
+
 def candidate_metrics(users: np.ndarray, items: np.ndarray, logits: np.ndarray, k: int, user_tier: np.ndarray,
                       tier_names) -> tuple[TierMetrics, pd.DataFrame]:
     """Leave-one-out metrics from ``[users, 1 + negatives]`` candidate scores (column 0 the test
@@ -505,10 +511,8 @@ def candidate_metrics(users: np.ndarray, items: np.ndarray, logits: np.ndarray, 
     ``loo_hr@k`` / ``loo_ndcg@k``; also the per-user frame (for :class:`EvalScores`)."""
     from rf2.evaluation.sampled import sampled_frame, sampled_from_scores
 
-    labels = np.zeros(items.shape, dtype=np.int64)
-    labels[:, 0] = 1
-    ev_users = np.repeat(users, items.shape[1])
-    metrics = tier_metrics(labels.ravel(), np.asarray(logits).ravel(), user_tier[ev_users], ev_users, tier_names)
+    ev_users, labels = candidate_events(users, items)
+    metrics = tier_metrics(labels, np.asarray(logits).ravel(), user_tier[ev_users], ev_users, tier_names)
     per_user = sampled_from_scores(users, logits, k)
     frame = sampled_frame(per_user, user_tier, tier_names)
     return TierMetrics(pd.concat([metrics.frame, frame], ignore_index=True), metrics.tier_names), per_user
