@@ -35,7 +35,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from rf2.models import RecModel
 
 from .batch import RoundBatch
-from .local import LocalTraining, batch_orders, valid_split
+from .local import EpochLosses, LocalTraining, batch_orders, valid_split
 from .optim import as_client_optimizer
 from .reference import has_client_loss, table_index_columns
 from .updates import ClientUpdates, TableRows
@@ -227,12 +227,7 @@ class BatchedEngine:
             nb, T = n_batches[b], total_steps[b]
             ar = torch.arange(Cb)
             stopped = torch.zeros(Cb, dtype=torch.bool)
-            seen_sum = torch.zeros(Cb, dtype=torch.float64)  # batch losses (first step of each batch)
-            seen_n = torch.zeros(Cb, dtype=torch.float64)
-            epoch_sum = torch.zeros(Cb, dtype=torch.float64)
-            epoch_n = torch.zeros(Cb, dtype=torch.float64)
-            prev = {"per_epoch": torch.zeros(Cb, dtype=torch.float64), "cumulative_mean": torch.zeros(Cb, dtype=torch.float64)}
-            epochs_done = torch.zeros(Cb, dtype=torch.long)
+            track = EpochLosses(Cb, plan)  # batch losses (first step of each batch), epochs done
             holdout = splits is not None and bool((train_counts[b] < counts[b]).any())
             if holdout:  # [Cb, V] held-out samples, -1 padding; the best epoch's parameters so far
                 vpos = self.list_positions(batch.ptr, b, [splits[c][1] for c in b.tolist()])
@@ -263,32 +258,21 @@ class BatchedEngine:
                     inc, state = opt.increments(g, state, active=active)
                 p = {k: v + inc[k] for k, v in p.items()}
                 if s % plan.steps == 0:  # a batch's first step: its loss counts
-                    v64 = torch.where(active, value.detach().to(torch.float64), 0.0)
-                    seen_sum += v64
-                    seen_n += active.to(torch.float64)
-                    epoch_sum += v64
-                    epoch_n += active.to(torch.float64)
+                    track.add(value, active)
                 ends = active & ((s + 1) % (nb * plan.steps) == 0)  # clients finishing an epoch
                 if bool(ends.any()):
-                    if plan.early_stop != "none":
-                        cur = {"per_epoch": epoch_sum / epoch_n.clamp_min(1), "cumulative_mean": seen_sum / seen_n.clamp_min(1)}
-                        series, last = cur[plan.early_stop], prev[plan.early_stop]
-                        rel = (series - last).abs() / (last + 1e-5).abs()
-                        stopped |= ends & (epochs_done > 0) & (rel < plan.threshold)
-                        for k in prev:
-                            prev[k] = torch.where(ends, cur[k], prev[k])
+                    stopped |= track.early_stops(ends)
                     check = ends & has_valid if holdout else ends[:0]
                     if bool(check.any()):  # validation after the epoch: keep it if better, else stop
                         v = value_fn(masked(p, m), Xv, yv, wv, la).detach().to(torch.float64)
-                        better = check & ((epochs_done == 0) | (v < best_v))
+                        better = check & ((track.done == 0) | (v < best_v))
                         stopped |= check & ~better
                         best_v = torch.where(better, v, best_v)
-                        kept = torch.where(better, epochs_done + 1, kept)
+                        kept = torch.where(better, track.done + 1, kept)
                         best_p = {k: torch.where(_rows(better, x), p[k], x) for k, x in best_p.items()}
-                    epochs_done += ends.long()
-                    epoch_sum = torch.where(ends, 0.0, epoch_sum)
-                    epoch_n = torch.where(ends, 0.0, epoch_n)
-            losses[b] = (seen_sum / seen_n.clamp_min(1)).to(torch.float32)
+                    track.close_epochs(ends)
+            epochs_done = track.done
+            losses[b] = track.mean().to(torch.float32)
             epochs_run[b] = epochs_done
             epochs_kept[b] = epochs_done
             if holdout:  # clients with a hold-out return their best epoch

@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from rf2.models.fcf import adapter_rho
 
 from .batched import BatchedEngine, plan_buckets
-from .local import LocalTraining, batch_orders, should_stop
-from .optim import ClientOptimizer
+from .local import EpochLosses, LocalTraining, batch_orders, should_stop
 
 
 @dataclass
@@ -182,12 +181,7 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
         nb, T = n_batches[b], total[b]
         stopped = torch.zeros(Cb, dtype=torch.bool)
         frozen: dict[int, tuple] = {}  # client -> (P, Q, A) when it stopped early
-        seen_sum = torch.zeros(Cb, dtype=torch.float64)
-        seen_n = torch.zeros(Cb, dtype=torch.float64)
-        ep_sum = torch.zeros(Cb, dtype=torch.float64)
-        ep_n = torch.zeros(Cb, dtype=torch.float64)
-        prev = {"per_epoch": torch.zeros(Cb, dtype=torch.float64), "cumulative_mean": torch.zeros(Cb, dtype=torch.float64)}
-        done = torch.zeros(Cb, dtype=torch.long)
+        track = EpochLosses(Cb, plan)
         for s in range(int(T.max())):
             k = int((T > s).sum())
             active = ~stopped[:k]
@@ -247,27 +241,15 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
             emb.step([P, Q], [gp, gQ.view(k, u_max, d)], t=s + 1, k=k)
             gQ.index_fill_(0, flat, 0.0)
             if s % plan.steps == plan.steps - 1:  # a batch's last step: its loss counts
-                v = torch.where(active, value.detach().to(torch.float64), 0.0)
-                seen_sum[:k] += v
-                seen_n[:k] += active.to(torch.float64)
-                ep_sum[:k] += v
-                ep_n[:k] += active.to(torch.float64)
+                track.add(value, active)
             ends = torch.zeros(Cb, dtype=torch.bool)
             ends[:k] = active & ((s + 1) % (nb[:k] * plan.steps) == 0)
             if bool(ends.any()):
-                if plan.early_stop != "none":
-                    cur = {"per_epoch": ep_sum / ep_n.clamp_min(1), "cumulative_mean": seen_sum / seen_n.clamp_min(1)}
-                    last = prev[plan.early_stop]
-                    rel = (cur[plan.early_stop] - last).abs() / (last + 1e-5).abs()
-                    stop = ends & (done > 0) & (rel < plan.threshold)
-                    for c in torch.nonzero(stop).flatten().tolist():
-                        frozen[c] = (P[c].clone(), Q[c].clone(), [a[c].clone() for a in A])
-                    stopped |= stop
-                    for key in prev:
-                        prev[key] = torch.where(ends, cur[key], prev[key])
-                done += ends.long()
-                ep_sum = torch.where(ends, 0.0, ep_sum)
-                ep_n = torch.where(ends, 0.0, ep_n)
+                stop = track.early_stops(ends)
+                for c in torch.nonzero(stop).flatten().tolist():
+                    frozen[c] = (P[c].clone(), Q[c].clone(), [a[c].clone() for a in A])
+                stopped |= stop
+                track.close_epochs(ends)
         for c, (pc_, qc, ac) in frozen.items():
             P[c], Q[c] = pc_, qc
             for i, a in enumerate(ac):
@@ -276,8 +258,8 @@ def train_batched(models: ClientModels, G: torch.Tensor | None, holder: torch.Te
         out.Q[b[row_client], rows] = Q[row_client, slot]
         for i, a in enumerate(A):
             out.A[i][b] = a.detach()
-        losses[b] = (seen_sum / seen_n.clamp_min(1)).to(torch.float32)
-        epochs_run[b] = done
+        losses[b] = track.mean().to(torch.float32)
+        epochs_run[b] = track.done
     return out, losses, epochs_run
 
 

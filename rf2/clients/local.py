@@ -54,6 +54,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from rf2.seeding import numpy_rng
 
@@ -153,3 +154,49 @@ def should_stop(local: LocalTraining, epoch_means: list[float], cumulative: list
     series = cumulative if local.early_stop == "cumulative_mean" else epoch_means
     prev, cur = series[-2], series[-1]
     return abs(cur - prev) / abs(prev + 1e-5) < local.threshold
+
+
+class EpochLosses:
+    """The batch-loss bookkeeping of a bucket of clients training in lock-step (the batched
+    engines): per client the running sum of counted batch losses, this epoch's sum, the epochs
+    completed, and :func:`should_stop`'s test vectorised over clients (same numbers, in double)."""
+
+    def __init__(self, n_clients: int, local: LocalTraining):
+        z = lambda: torch.zeros(n_clients, dtype=torch.float64)  # noqa: E731
+        self.local = local
+        self.seen_sum, self.seen_n, self.epoch_sum, self.epoch_n = z(), z(), z(), z()
+        self.prev = z()  # the previous epoch's value of the early-stop series
+        self.done = torch.zeros(n_clients, dtype=torch.long)  # epochs completed
+
+    def add(self, value: torch.Tensor, active: torch.Tensor) -> None:
+        """Count a batch's loss ``value`` for the first ``len(active)`` clients where ``active``."""
+        k = active.numel()
+        v = torch.where(active, value.detach().to(torch.float64), 0.0)
+        n = active.to(torch.float64)
+        self.seen_sum[:k] += v
+        self.seen_n[:k] += n
+        self.epoch_sum[:k] += v
+        self.epoch_n[:k] += n
+
+    def early_stops(self, ends: torch.Tensor) -> torch.Tensor:
+        """The clients that stop after the epoch they end now (``ends``), by the early-stop rule
+        (none before their second epoch). Call before :meth:`close_epochs`."""
+        if self.local.early_stop == "none":
+            return torch.zeros_like(ends)
+        if self.local.early_stop == "per_epoch":
+            cur = self.epoch_sum / self.epoch_n.clamp_min(1)
+        else:
+            cur = self.mean()
+        rel = (cur - self.prev).abs() / (self.prev + 1e-5).abs()
+        stop = ends & (self.done > 0) & (rel < self.local.threshold)
+        self.prev = torch.where(ends, cur, self.prev)
+        return stop
+
+    def close_epochs(self, ends: torch.Tensor) -> None:
+        self.done += ends.long()
+        self.epoch_sum = torch.where(ends, 0.0, self.epoch_sum)
+        self.epoch_n = torch.where(ends, 0.0, self.epoch_n)
+
+    def mean(self) -> torch.Tensor:
+        """Each client's mean counted batch loss (0 for a client with none)."""
+        return self.seen_sum / self.seen_n.clamp_min(1)
