@@ -35,8 +35,9 @@ def main(local_epochs: int = 10, seed: int = 0) -> None:
     batch = sim.gather(clients, ctx)
     models = initial_models(sim).select(torch.from_numpy(clients))
     tcfg = FedEMTraining(cfg.local_training, lr_embedding=0.1, lr_adapter=0.1)
-    trained, _, epochs = train_batched(models, None, torch.zeros(clients.size, dtype=torch.bool),
-                                       batch.X[:, sim.model._icol].long(), batch.y.float(), batch.ptr, ctx, tcfg)
+    trained = models
+    _, epochs = train_batched(trained, torch.arange(clients.size), None, torch.zeros(clients.size, dtype=torch.bool),
+                              batch.X[:, sim.model._icol].long(), batch.y.float(), batch.ptr, ctx, tcfg)
     pick = np.sort(numpy_rng(sim.train_seed, "fedem_aggregation", 0).choice(clients.size, clients.size // 10, replace=False))
     S = similarity(pca_fingerprints(trained.Q[pick]))
     W = fedem_weights(batch.counts()[pick].float(), S)

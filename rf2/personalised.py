@@ -73,15 +73,13 @@ class GStore:
         for i, c in enumerate(clients):
             self.tables[c] = G[i]
 
-    def of(self, clients: np.ndarray, shape) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def of(self, clients: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(holder [C], G [H, n, d])``: which of ``clients`` hold a table, and the holders'
+        tables in client order (``None`` when no client holds one)."""
         holder = torch.tensor([int(c) in self.tables for c in clients], dtype=torch.bool)
         if not bool(holder.any()):
             return holder, None
-        G = torch.zeros((len(clients), *shape))
-        for i, c in enumerate(clients.tolist()):
-            if c in self.tables:
-                G[i] = self.tables[c]
-        return holder, G
+        return holder, torch.stack([self.tables[int(c)] for c in clients if int(c) in self.tables])
 
 
 def initial_models(sim: "Simulation") -> ClientModels:
@@ -156,17 +154,13 @@ def run_personalised(sim: "Simulation") -> "RunResult":
         clients = np.asarray(chosen, dtype=np.int64)
         idx = torch.from_numpy(clients)
         batch = sim.gather(clients, contexts)
-        holder, G = store.of(clients, (n, d))
-        mine = models.select(idx)
+        holder, G = store.of(clients)
         if G is not None and st.merge_start:  # §4.1: holders merge their G into their own table
             with torch.no_grad():
-                h = torch.nonzero(holder).flatten()
-                mine.Q[h] = merge(mine.Q[h], G[h], [a[h] for a in mine.A], st.rho)
-        trained, loss, epochs_run = train(mine, G, holder, batch.X[:, item_col].long(), batch.y.to(torch.float32),
-                                          batch.ptr, contexts, tcfg)
-        models.P[idx], models.Q[idx] = trained.P, trained.Q
-        for i, a in enumerate(trained.A):
-            models.A[i][idx] = a
+                h = idx[holder]
+                models.Q[h] = merge(models.Q[h], G, [a[h] for a in models.A], st.rho)
+        loss, epochs_run = train(models, idx, G, holder, batch.X[:, item_col].long(), batch.y.to(torch.float32),
+                                 batch.ptr, contexts, tcfg)  # updates the clients' models in place
         counts = batch.counts().to(torch.float32)
         w = float((loss * counts).sum() / counts.sum())
         if not math.isfinite(w):
@@ -230,7 +224,7 @@ def run_personalised(sim: "Simulation") -> "RunResult":
 def _sampled(models: ClientModels, store: GStore, ds, rho, k: int, split: str):
     """Per-user sampled HR/NDCG@k on ``split`` with every user's own model (holders merged)."""
     users, items = candidates(ds, split)
-    holder, G = store.of(users, models.Q.shape[1:])
+    holder, G = store.of(users)
     idx = torch.from_numpy(users)
     logits = scores(models.select(idx), G, holder, items, rho)
     return sampled_from_scores(users, logits, k), users, items, logits

@@ -67,22 +67,30 @@ def _round_inputs(loo, n_clients=12, holders=5, seed=0):
     batch = RoundBatch.gather(loo, FeatureEncoder(loo), clients, negatives=4, seeds=[c.seed for c in contexts])
     n, d = model.embedding_dict[model.item_feature.table].weight.shape
     g = torch.Generator().manual_seed(seed)
-    models = ClientModels(torch.randn(n_clients, d, generator=g), torch.randn(n_clients, n, d, generator=g),
-                          [p.detach().expand(n_clients, *p.shape).clone() for k, p in model.named_parameters()
+    N = n_clients + 3  # the models hold more users than the round's clients, in another order
+    models = ClientModels(torch.randn(N, d, generator=g), torch.randn(N, n, d, generator=g),
+                          [p.detach().expand(N, *p.shape).clone() for k, p in model.named_parameters()
                            if k.startswith("adapter")])
+    rows = torch.randperm(N, generator=g)[:n_clients]
     holder = torch.zeros(n_clients, dtype=torch.bool)
-    holder[:holders] = True
-    G = torch.randn(n_clients, n, d, generator=g)
-    return models, G, holder, batch.X[:, model._icol].long(), batch.y.float(), batch.ptr, contexts
+    holder[torch.randperm(n_clients, generator=g)[:holders]] = True
+    G = torch.randn(holders, n, d, generator=g)
+    return models, rows, G, holder, batch.X[:, model._icol].long(), batch.y.float(), batch.ptr, contexts
 
 
+def _copy(m: ClientModels) -> ClientModels:
+    return ClientModels(m.P.clone(), m.Q.clone(), [a.clone() for a in m.A])
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "tensor"])
 @pytest.mark.parametrize("rho,merge_forward", [(None, True), (0.5, True), (1.0, False)])
-def test_batched_client_training_equals_reference(loo, rho, merge_forward):
-    models, G, holder, items, labels, ptr, contexts = _round_inputs(loo)
-    cfg = FedEMTraining(LocalTraining(epochs=3, batch_size=16, early_stop="cumulative_mean", threshold=1e-3),
+def test_batched_client_training_equals_reference(loo, rho, merge_forward, compiled):
+    models, rows, G, holder, items, labels, ptr, contexts = _round_inputs(loo)
+    cfg = FedEMTraining(LocalTraining(epochs=4, batch_size=16, early_stop="cumulative_mean", threshold=0.1),
                         lr_embedding=0.05, lr_adapter=0.05, rho=rho, merge_forward=merge_forward, eps=1e-4)
-    ref = train_reference(models, G, holder, items, labels, ptr, contexts, cfg)
-    fast = train_batched(models, G, holder, items, labels, ptr, contexts, cfg)
+    ref_models, fast_models = _copy(models), _copy(models)
+    ref = (ref_models, *train_reference(ref_models, rows, G, holder, items, labels, ptr, contexts, cfg))
+    fast = (fast_models, *train_batched(fast_models, rows, G, holder, items, labels, ptr, contexts, cfg, compiled=compiled))
     for a, b in zip(ref, fast):
         if isinstance(a, ClientModels):
             assert torch.allclose(a.P, b.P, atol=1e-4, rtol=1e-3)
@@ -94,38 +102,72 @@ def test_batched_client_training_equals_reference(loo, rho, merge_forward):
         else:
             assert torch.allclose(a, b, atol=1e-5)
     trained = ref[0]
-    # tests that can fail: every client moved; only holders trained their adapter (with the adapter)
-    assert (trained.P != models.P).any(1).all()
-    moved = torch.stack([(x != y).flatten(1).any(1) for x, y in zip(trained.A, models.A)]).any(0)
+    # tests that can fail: every client moved, users not in the round did not; only holders
+    # trained their adapter (with the adapter); some clients stopped early, others did not
+    assert (trained.P[rows] != models.P[rows]).any(1).all()
+    others = torch.ones(models.P.shape[0], dtype=torch.bool)
+    others[rows] = False
+    assert torch.equal(trained.P[others], models.P[others]) and torch.equal(trained.Q[others], models.Q[others])
+    moved = torch.stack([(x[rows] != y[rows]).flatten(1).any(1) for x, y in zip(trained.A, models.A)]).any(0)
     if rho is None:
         assert torch.equal(moved, holder)
     else:
         assert not moved.any()
+    assert int(ref[2].min()) < int(ref[2].max())
     # rows no sample of a client touches are exactly unchanged (dense Adam from zero moments)
     for c in range(holder.numel()):
+        u = int(rows[c])
         touched = torch.zeros(models.Q.shape[1], dtype=torch.bool)
         touched[items[ptr[c]:ptr[c + 1]]] = True
-        assert torch.equal(trained.Q[c][~touched], models.Q[c][~touched])
-        assert (trained.Q[c][touched] != models.Q[c][touched]).any()
+        assert torch.equal(trained.Q[u][~touched], models.Q[u][~touched])
+        assert (trained.Q[u][touched] != models.Q[u][touched]).any()
+
+
+@pytest.mark.parametrize("local", [LocalTraining(epochs=3, batch_size=16, early_stop="per_epoch", threshold=0.1),
+                                   LocalTraining(epochs=2, batch_size=24, steps=2),
+                                   LocalTraining(epochs=3, batch_size=0, early_stop="cumulative_mean", threshold=0.05)],
+                         ids=["per_epoch", "two_steps", "full_batch"])
+def test_compiled_and_tensor_paths_equal_reference_for_other_schedules(loo, local):
+    models, rows, G, holder, items, labels, ptr, contexts = _round_inputs(loo, seed=4)
+    cfg = FedEMTraining(local, lr_embedding=0.05, lr_adapter=0.02, eps=1e-4)
+    ref_models = _copy(models)
+    ref = train_reference(ref_models, rows, G, holder, items, labels, ptr, contexts, cfg)
+    for compiled in (True, False):
+        fast_models = _copy(models)
+        fast = train_batched(fast_models, rows, G, holder, items, labels, ptr, contexts, cfg, compiled=compiled)
+        assert torch.equal(ref[1], fast[1])  # epochs run
+        assert torch.allclose(ref[0], fast[0], atol=1e-5)
+        for a, b in [(ref_models.P, fast_models.P), (ref_models.Q, fast_models.Q), *zip(ref_models.A, fast_models.A)]:
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(ref_models.Q, models.Q)
+
+
+def test_training_in_place_needs_contiguous_models(loo):
+    models, rows, G, holder, items, labels, ptr, contexts = _round_inputs(loo, n_clients=3, holders=1)
+    strided = ClientModels(models.P, models.Q.transpose(0, 1).contiguous().transpose(0, 1), models.A)
+    cfg = FedEMTraining(LocalTraining(epochs=1, batch_size=8))
+    with pytest.raises(ValueError, match="contiguous"):
+        train_batched(strided, rows, G, holder, items, labels, ptr, contexts, cfg)
 
 
 def test_scores_merge_holders_only():
-    models = ClientModels(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.zeros(2, 3, 2), [])
-    G = torch.tensor([[[4.0, 0], [8.0, 0], [0, 0]]] * 2)
-    holder = torch.tensor([True, False])
-    s = scores(models, G, holder, np.array([[0, 1], [0, 1]]), rho=0.5)
-    assert np.allclose(s, [[2.0, 4.0], [0.0, 0.0]])
+    models = ClientModels(torch.tensor([[1.0, 0.0]] * 3), torch.zeros(3, 3, 2), [])
+    G = torch.tensor([[[4.0, 0], [8.0, 0], [0, 0]], [[2.0, 0], [0, 0], [6.0, 0]]])  # clients 0 and 2, in order
+    holder = torch.tensor([True, False, True])
+    s = scores(models, G, holder, np.array([[0, 1], [0, 1], [0, 2]]), rho=0.5)
+    assert np.allclose(s, [[2.0, 4.0], [0.0, 0.0], [1.0, 3.0]])
 
 
 def test_g_store_latest_replaces_keep_accumulates():
     latest, keep = GStore("latest"), GStore("keep")
     for s in (latest, keep):
         s.received([1, 2], torch.ones(2, 3, 2))
-        s.received([2, 5], 2 * torch.ones(2, 3, 2))
-    h, G = latest.of(np.array([1, 2, 5]), (3, 2))
-    assert h.tolist() == [False, True, True] and float(G[1].mean()) == 2.0
-    h, G = keep.of(np.array([1, 2, 5]), (3, 2))
-    assert h.tolist() == [True, True, True] and float(G[0].mean()) == 1.0 and float(G[1].mean()) == 2.0
+        s.received([2, 5], torch.stack([2 * torch.ones(3, 2), 3 * torch.ones(3, 2)]))
+    h, G = latest.of(np.array([1, 2, 5]))
+    assert h.tolist() == [False, True, True] and G.mean((1, 2)).tolist() == [2.0, 3.0]
+    h, G = keep.of(np.array([5, 1, 2]))
+    assert h.tolist() == [True, True, True] and G.mean((1, 2)).tolist() == [3.0, 1.0, 2.0]
+    assert latest.of(np.array([1, 4]))[1] is None
 
 
 def test_a_fedem_run_uploads_only_the_aggregated_tables_and_is_deterministic(loo):
