@@ -106,6 +106,20 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 # -- commands ------------------------------------------------------------------------------------
+_CACHE_HELP = ("keep generated datasets (synthetic) here and memory-map them on later loads, in every process "
+               "(default: $RF2_DATASET_CACHE, else no cache)")
+
+
+def use_dataset_cache(folder: str | None) -> None:
+    """``--dataset-cache``: the cache directory for this process and the runs it starts."""
+    if folder is None:
+        return
+    path = Path(folder).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise SystemExit(f"rf2: --dataset-cache {folder}: not a directory; give a directory (it is created if missing)")
+    os.environ["RF2_DATASET_CACHE"] = str(path)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rf2.simulation import Simulation
 
@@ -113,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     out = check_out_file(args.out) if args.out else None
+    use_dataset_cache(args.dataset_cache)
     set_thread_budget(args.threads)
     sim = Simulation(cfg, progress=not args.quiet)
     print(f"dataset   {sim.dataset.name}: {sim.dataset.summary()} [{sim.dataset.source}]")
@@ -165,6 +180,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rf2.results import summary_pivot
     from rf2.sweep import Sweep, SweepSpec
 
+    use_dataset_cache(args.dataset_cache)
     existing = Path(args.out) / "sweep.toml"
     if args.config:
         spec = SweepSpec.from_toml(args.config)
@@ -385,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=_positive_int, default=DEFAULT_RUN_THREADS,
                    help="torch threads (default: min(4, cores) = %(default)s; more threads than free cores slows a "
                         "run down many times on a busy machine)")
+    r.add_argument("--dataset-cache", metavar="DIR", help=_CACHE_HELP)
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("sweep", help="tier mappings x optimisations x seeds, resumable")
@@ -403,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="torch threads per run (default: cores // workers)")
     s.add_argument("--address", help="ray: cluster address (e.g. auto, ray://head:10001); none starts a local instance")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--dataset-cache", metavar="DIR", help=_CACHE_HELP)
     add_setting_flags(s.add_argument_group("base run settings (override the sweep file's [run])"),
                       skip=("mapping", "optimization", "seed"))
     s.set_defaults(func=cmd_sweep)

@@ -49,11 +49,11 @@ _CACHE: dict = {}  # per process: datasets and tier assignments, reused across r
 
 
 def _dataset(cfg):
-    from rf2.data import load_dataset
+    from rf2.data.cache import load
 
     key = ("ds", cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True))
-    if key not in _CACHE:
-        _CACHE[key] = load_dataset(cfg.dataset, **cfg.dataset_options)
+    if key not in _CACHE:  # from the on-disk cache ($RF2_DATASET_CACHE) where there is one
+        _CACHE[key] = load(cfg.dataset, cfg.dataset_options)
     return _CACHE[key]
 
 
@@ -225,8 +225,9 @@ class RayExecutor:
         if not ray.is_initialized():
             t0 = time.perf_counter()
             env = {"env_vars": {v: str(self.threads) for v in _THREAD_VARS}}
-            if "RF2_DATA_DIR" in os.environ:
-                env["env_vars"]["RF2_DATA_DIR"] = os.environ["RF2_DATA_DIR"]
+            for var in ("RF2_DATA_DIR", "RF2_DATASET_CACHE"):  # where data is found / generated data is kept
+                if var in os.environ:
+                    env["env_vars"][var] = os.environ[var]
             kw = {"address": address} if address else {"num_cpus": workers or os.cpu_count() or 1}
             ray.init(runtime_env=env, include_dashboard=False, logging_level="WARNING", **kw)
             self._started = True

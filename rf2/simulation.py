@@ -48,6 +48,7 @@ from rf2.clients.batched import BatchedEngine
 from rf2.clients.reference import ReferenceEngine
 from rf2.config import RunConfig
 from rf2.data import FeatureEncoder, InteractionDataset, load_dataset
+from rf2.data.cache import load as load_cached
 from rf2.evaluation import OVERALL, TierMetrics, tier_metrics
 from rf2.evaluation.scores import EvalScores
 from rf2.models import RecModel, build_model
@@ -146,7 +147,7 @@ class Simulation:
     ):
         self.config = config
         t0 = time.perf_counter()
-        self.dataset = dataset if dataset is not None else load_dataset(config.dataset, **config.dataset_options)
+        self.dataset = dataset if dataset is not None else load_cached(config.dataset, config.dataset_options)
         self.tiers = tiers if tiers is not None else map_tiers(self.dataset, config.mapping, config.n_tiers, seed=config.seed)
         if self.tiers.n_users != self.dataset.n_users:
             raise ValueError(f"tier assignment covers {self.tiers.n_users} users, the dataset has {self.dataset.n_users}")

@@ -218,7 +218,7 @@ class Sweep:
 
     def _write_tier_reports(self, configs: list[RunConfig]) -> None:
         """Each (dataset, mapping, seed)'s heterogeneity report (Figure 4), computed here."""
-        from rf2.data import load_dataset
+        from rf2.data.cache import load
 
         datasets: dict = {}
         seen = set()
@@ -228,7 +228,7 @@ class Sweep:
                 continue
             seen.add(key)
             if key[:2] not in datasets:
-                datasets[key[:2]] = load_dataset(cfg.dataset, **cfg.dataset_options)
+                datasets[key[:2]] = load(cfg.dataset, cfg.dataset_options)
             ds = datasets[key[:2]]
             tiers = map_tiers(ds, cfg.mapping, cfg.n_tiers, seed=cfg.seed)
             self.store.write_tier_report(cfg, report_for(ds, tiers))

@@ -169,3 +169,7 @@ def make_synthetic(
 def _check(ok: bool, name: str, value, rule: str) -> None:
     if not ok:
         raise ValueError(f"synthetic: {name} must be {rule}, got {value!r}")
+
+
+#: a pure function of its options and rf2's code: ``rf2.data.cache`` may keep its output on disk
+make_synthetic.cacheable = True
