@@ -56,6 +56,10 @@ def test_a_cached_dataset_is_the_dataset_and_is_read_back_mapped(tmp_path, monke
         x = getattr(x, "base", None)
     assert any(isinstance(y, (np.memmap, mmap.mmap)) for y in chain)  # backed by the file, not a copy
     assert not user.flags.writeable  # read-only: a run cannot change the cached files
+    if any(f.source == "history" for f in fresh.schema.features):  # the click history comes with it, mapped
+        assert "history" in second.__dict__
+        for part in ("clicked", "begin", "end"):
+            assert np.array_equal(getattr(second.history, part), getattr(fresh.history, part))
 
 
 def test_the_key_follows_the_options_and_the_code(tmp_path, monkeypatch):

@@ -12,6 +12,9 @@ all the processes of the machine through the page cache.
 (MovieLens, Taobao) are not cached: their output also depends on which files are found where, which
 this cache does not track; they load as before.
 
+With history features in its schema, the entry also holds the click history index
+(:class:`~rf2.data.history.ClickHistory`), built once when the entry is written.
+
 **The key** is the dataset name, its options, a fingerprint of rf2's data code (the source of every
 module in ``rf2/data/``: a change to any loader makes a new entry) and this file's format version,
 so a cached dataset is never one that today's code would not produce. An entry is a folder
@@ -35,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import InteractionDataset
+from .history import ClickHistory
 
 FORMAT = 1
 _FRAMES = ("events", "users", "items")
@@ -113,9 +117,14 @@ def write(ds: InteractionDataset, folder: Path) -> None:
             np.save(tmp / f"seq.{i}.npy", np.ascontiguousarray(ds.item_sequences[k]), allow_pickle=False)
         if ds.eval_negatives is not None:
             np.save(tmp / "eval_negatives.npy", np.ascontiguousarray(ds.eval_negatives), allow_pickle=False)
+        history = any(f.source == "history" for f in ds.schema.features)
+        if history:  # the click history index, which a run with history features builds first
+            for part in ("clicked", "begin", "end"):
+                np.save(tmp / f"history.{part}.npy", getattr(ds.history, part), allow_pickle=False)
         (tmp / "schema.pkl").write_bytes(pickle.dumps(ds.schema, protocol=5))
         meta = {"format": FORMAT, "name": ds.name, "description": ds.description, "source": ds.source,
                 "columns": columns, "sequences": seqs, "eval_negatives": ds.eval_negatives is not None,
+                "history": history,
                 "rows": {f: len(getattr(ds, f)) for f in _FRAMES}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # last: marks the entry complete
         try:
@@ -141,6 +150,10 @@ def read(folder: Path) -> InteractionDataset:
     seqs = {k: np.load(folder / f"seq.{i}.npy", mmap_mode="r") for i, k in enumerate(meta["sequences"])}
     neg = np.load(folder / "eval_negatives.npy", mmap_mode="r") if meta["eval_negatives"] else None
     schema = pickle.loads((folder / "schema.pkl").read_bytes())
-    return InteractionDataset(name=meta["name"], events=frames["events"], users=frames["users"], items=frames["items"],
-                              schema=schema, item_sequences=seqs, description=meta["description"],
-                              source=meta["source"], eval_negatives=neg)
+    ds = InteractionDataset(name=meta["name"], events=frames["events"], users=frames["users"], items=frames["items"],
+                            schema=schema, item_sequences=seqs, description=meta["description"], source=meta["source"],
+                            eval_negatives=neg)
+    if meta.get("history"):  # the cached_property's value, mapped
+        ds.__dict__["history"] = ClickHistory(*(np.load(folder / f"history.{p}.npy", mmap_mode="r")
+                                                for p in ("clicked", "begin", "end")))
+    return ds
