@@ -117,3 +117,48 @@ def test_adam_steps_are_bounded_and_zero_gradients_stay(values, lr, steps):
 def test_config_rejects_an_unknown_client_optimizer():
     with pytest.raises(ValueError, match=r"client_optimizer must be one of \('sgd', 'adam'\), got 'adamw'"):
         RunConfig(client_optimizer="adamw")
+
+
+@pytest.mark.parametrize("with_active", [False, True])
+def test_fused_adam_equals_the_formula_written_out(monkeypatch, with_active):
+    """The fused-kernel path of ClientOptimizer.increments against its op-by-op formula (the
+    kernel absent), over several steps, with some clients stopping part-way (their increments 0,
+    their moments frozen); and clients at different step counts take the op-by-op path."""
+    import rf2.clients.optim as optim
+
+    g = torch.Generator().manual_seed(0)
+    grads = [{"w": torch.randn(5, 3, 4, generator=g), "b": torch.randn(5, 4, generator=g)} for _ in range(4)]
+    opt = ClientOptimizer("adam", 0.05)
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(optim, "_FUSED", None)
+        state = opt.init({k: v for k, v in grads[0].items()}, clients=5 if with_active else None)
+        incs = []
+        for s, gr in enumerate(grads):
+            active = torch.tensor([True, True, s < 2, True, s < 1]) if with_active else None
+            inc, state = opt.increments({k: v.clone() for k, v in gr.items()}, state, active=active)
+            incs.append(inc)
+        runs.append((incs, state))
+    for a, b in zip(runs[0][0], runs[1][0]):
+        for k in a:
+            assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5)
+    if with_active:  # a stopped client's later increments are exactly 0 in both paths
+        assert torch.equal(runs[0][0][3]["w"][4], torch.zeros(3, 4)) and torch.equal(runs[0][0][3]["w"][2], torch.zeros(3, 4))
+        assert torch.equal(runs[0][1]["t"], torch.tensor([4.0, 4.0, 2.0, 4.0, 1.0], dtype=torch.float64))
+    # first step of Adam from zero moments: lr * g / (|g| + eps), by hand
+    first = runs[0][0][0]["b"]
+    assert torch.allclose(first, -0.05 * grads[0]["b"] / (grads[0]["b"].abs() + 1e-8), atol=1e-6)
+
+
+def test_clients_at_different_steps_take_the_written_out_path(monkeypatch):
+    import rf2.clients.optim as optim
+
+    opt = ClientOptimizer("adam", 0.1)
+    state = opt.init({"w": torch.zeros(3, 2)}, clients=3)
+    state["t"] = torch.tensor([0.0, 5.0, 0.0], dtype=torch.float64)  # client 1 has stepped before
+    called = []
+    monkeypatch.setattr(ClientOptimizer, "_fused", lambda *a, **k: called.append(1))
+    inc, new = opt.increments({"w": torch.ones(3, 2)}, state, active=torch.tensor([True, True, False]))
+    assert not called and torch.equal(new["t"], torch.tensor([1.0, 6.0, 0.0], dtype=torch.float64))
+    assert torch.equal(inc["w"][2], torch.zeros(2)) and bool((inc["w"][:2] < 0).all())
