@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from rf2.models.fcf import adapter_rho
 
 from . import fedem_compiled
+from .optim import _FUSED
 from .local import EpochLosses, LocalTraining, batch_orders, should_stop
 
 
@@ -132,10 +133,6 @@ class _Adam:
         if idx is not None:  # gathered copies: write back
             for x, xi in zip(params + self.m + self.v, ps + ms + vs):
                 x.index_copy_(0, idx, xi)
-
-
-#: torch's fused CPU Adam kernel (torch >= 2.4), or None: then the same formula op by op
-_FUSED = getattr(torch, "_fused_adam_", None)
 
 
 class _Adapter:
