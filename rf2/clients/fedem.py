@@ -39,8 +39,8 @@ import torch.nn.functional as F
 from rf2.models.fcf import adapter_rho
 
 from . import fedem_compiled
-from .optim import _FUSED
 from .local import EpochLosses, LocalTraining, batch_orders, should_stop
+from .optim import _FUSED
 
 
 @dataclass
