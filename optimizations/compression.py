@@ -92,7 +92,7 @@ def client_uniforms(updates: ClientUpdates, purpose: str, skip: np.ndarray | Non
             off += n
             if k.startswith("#"):
                 t = updates.tables[k[1:]]
-                tables[k[1:]][t.ptr[c] : t.ptr[c + 1]] = piece.view(-1, t.values.shape[1])
+                tables[k[1:]][t.ptr[c] : t.ptr[c + 1]] = piece.view(int(t.ptr[c + 1] - t.ptr[c]), t.values.shape[1])
             else:
                 dense[k][c] = piece.view(dense[k].shape[1:])
     return dense, tables
@@ -111,8 +111,10 @@ def tensor_ranges(updates: ClientUpdates, magnitude: bool = False) -> dict[str, 
     for k, t in updates.tables.items():
         vals = t.values.abs() if magnitude else t.values
         client = t.client_of_row()
-        lo = torch.full((C,), math.inf).scatter_reduce(0, client, vals.amin(1) if vals.numel() else vals.new_zeros(0), "amin")
-        hi = torch.full((C,), -math.inf).scatter_reduce(0, client, vals.amax(1) if vals.numel() else vals.new_zeros(0), "amax")
+        lo, hi = torch.full((C,), math.inf), torch.full((C,), -math.inf)
+        if vals.numel():  # else no entries: no rows, or rows of width 0
+            lo = lo.scatter_reduce(0, client, vals.amin(1), "amin")
+            hi = hi.scatter_reduce(0, client, vals.amax(1), "amax")
         has_untouched = t.untouched() > 0
         lo = torch.where(has_untouched, torch.minimum(lo, torch.zeros(C)), lo)
         hi = torch.where(has_untouched, torch.maximum(hi, torch.zeros(C)), hi)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from optimizations import ClientContext, Prune
+from optimizations import ClientContext, Prune, Quant
 from optimizations.compression import client_range, parse_number, parse_numbers, parse_ratios, split_args
 from rf2.clients.updates import ClientUpdates, TableRows
 
@@ -142,3 +142,17 @@ def test_range_of_an_empty_parameter_is_zero():
     r = tensor_ranges(u)
     assert [t.tolist() for t in r["empty"]] == [[0.0, 0.0], [0.0, 0.0]]
     assert [t.tolist() for t in r["w"]] == [[-1.0, 2.0], [-1.0, 2.0]]
+
+
+def test_range_of_a_width_zero_table_is_zero_and_quantising_it_works():
+    """A table with rows but no columns (an embedding of width 0) has no entries: its range is 0
+    and it does not change the other tensors' ranges (it used to crash scatter_reduce)."""
+    from optimizations.compression import tensor_ranges
+
+    t = TableRows(torch.tensor([0, 2, 3]), torch.tensor([1, 4, 0]), torch.zeros(3, 0), 6)
+    u = updates({"w": torch.tensor([[-1.0], [2.0]])}, {"empty": t})
+    r = tensor_ranges(u)
+    assert [x.tolist() for x in r["empty"]] == [[0.0, 0.0], [0.0, 0.0]]
+    assert [x.tolist() for x in r["w"]] == [[-1.0, 2.0], [-1.0, 2.0]]
+    out = Quant("q", (2, 8), noise="exact").encode(u)
+    assert out.tables["empty"].values.shape == (3, 0)
