@@ -75,7 +75,7 @@ def background_sum(t: TableRows, w: torch.Tensor, mode: str | None = None) -> to
       clients that did not touch the entry's row (totals over all clients minus the touching
       clients' terms, per row). Cost: one table's worth of draws. By the central limit theorem the
       sum of many independent two-point variables is close to normal; with few clients per round
-      use ``exact`` (``tests/test_quantization.py`` compares the two);
+      use ``exact`` (``tests/test_compression.py`` compares the two);
     * ``auto`` (default): ``exact`` when ``clients x entries <= budget``, else ``gaussian``.
     """
     bg: Background = t.background
