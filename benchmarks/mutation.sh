@@ -27,7 +27,7 @@ declare -A TESTS=(
   [tier_mapping/dirichlet.py]="tests/test_tier_mapping.py tests/test_dirichlet_edges.py"
   [rf2/evaluation/metrics.py]="tests/test_metrics.py tests/test_metrics_edges.py"
   [rf2/aggregation/__init__.py]="tests/test_fedavg.py tests/test_compression.py tests/test_round_upload.py tests/test_aggregation_edges.py"
-  [rf2/results.py]="tests/test_sweep.py tests/test_store.py tests/test_uncertainty.py tests/test_damaged_results.py tests/test_results_edges.py"
+  [rf2/results.py]="tests/test_sweep.py tests/test_store.py tests/test_uncertainty.py tests/test_damaged_results.py tests/test_results_edges.py tests/test_results_mutants.py"
   [rf2/store.py]="tests/test_store.py tests/test_store_links.py tests/test_damaged_results.py tests/test_store_mutants.py tests/test_sweep.py --deselect=tests/test_sweep.py::test_cli_sweep_and_plot tests/test_executors.py::test_old_results_directories_are_detected_not_misread tests/test_executors.py::test_format2_runs_are_relabelled_with_the_old_defaults_and_never_mix_with_new_ones"
 )
 DEFAULT=(optimizations/compression.py tier_mapping/dirichlet.py rf2/evaluation/metrics.py
