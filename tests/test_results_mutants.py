@@ -9,19 +9,7 @@ import pytest
 
 from rf2 import results as R
 from rf2.evaluation import uncertainty as U
-from rf2.evaluation.scores import EvalScores
-
-NAMES = ("low", "mid", "high")
-
-
-def frame(runs, metric="auc"):
-    """runs: (mapping, optimization, seed, replicate, run_id, {tier: value}) -> tidy rows."""
-    out = []
-    for mapping, opt, seed, rep, rid, vals in runs:
-        for tier, v in vals.items():
-            out.append(dict(tier=tier, metric=metric, value=v, n_events=10, n_users=5, mapping=mapping,
-                            optimization=opt, seed=seed, replicate=rep, run_id=rid))
-    return pd.DataFrame(out)
+from test_results_edges import frame, scores  # the shared frame/score builders
 
 
 def tiers(low, mid, high, overall=None):
@@ -29,15 +17,6 @@ def tiers(low, mid, high, overall=None):
     if overall is not None:
         t["overall"] = overall
     return t
-
-
-def scores(rng, n_users=45, shift=0.0):
-    user_tier = np.arange(n_users) % 3
-    user = np.repeat(np.arange(n_users), 8)
-    label = (np.arange(user.size) % 3 == 0).astype(np.int8)
-    s = label * (1 + shift * (user_tier[user] == 0)) + rng.normal(size=user.size)
-    return EvalScores(user.astype(np.int32), user_tier[user].astype(np.int8), label, s.astype(np.float32), NAMES,
-                      user_tier.astype(np.int8))
 
 
 # seed 0: o0 changes low by -0.5, high by +0.1 (MDAC 0.6); its floor f0 changes low by +0.1 (0.1)
