@@ -1,4 +1,4 @@
-"""FedEM's local training as one compiled loop per client, clients in parallel (numba ``prange``).
+"""FedEM's local training as one compiled loop per client (numba), clients in parallel threads.
 
 The arithmetic of :func:`rf2.clients.fedem.train_reference`, client by client, with the work of the
 rows a client never touches left out (their gradient is zero at every step and Adam, from zero
