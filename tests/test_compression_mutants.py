@@ -8,16 +8,8 @@ import torch
 
 from optimizations import ClientContext, Prune, Quant
 from optimizations.compression import QuantS, tensor_ranges
-from rf2.clients.updates import ClientUpdates, TableRows
-
-
-def ctx(cid: int, tier: int) -> ClientContext:
-    return ClientContext(cid, tier, ("low", "mid", "high")[tier], 0, 0, 10, 7000 + cid)
-
-
-def updates(dense: dict, tables: dict | None = None, tiers=(0, 0)) -> ClientUpdates:
-    return ClientUpdates(contexts=[ctx(c, t) for c, t in enumerate(tiers)], weights=torch.ones(len(tiers)),
-                         dense=dense, tables=tables or {})
+from rf2.clients.updates import TableRows
+from test_compression_edges import updates  # the shared update builder
 
 
 # -- describe: how a run's optimisation is shown -------------------------------------------------------
