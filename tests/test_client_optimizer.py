@@ -152,8 +152,6 @@ def test_fused_adam_equals_the_formula_written_out(monkeypatch, with_active):
 
 
 def test_clients_at_different_steps_take_the_written_out_path(monkeypatch):
-    import rf2.clients.optim as optim
-
     opt = ClientOptimizer("adam", 0.1)
     state = opt.init({"w": torch.zeros(3, 2)}, clients=3)
     state["t"] = torch.tensor([0.0, 5.0, 0.0], dtype=torch.float64)  # client 1 has stepped before

@@ -479,11 +479,6 @@ def train_reference(models: ClientModels, clients: torch.Tensor, G: torch.Tensor
     return losses, epochs_run
 
 
-def sample_layout(X: torch.Tensor, y: torch.Tensor, item_col: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The round's ``(items [S], labels [S])`` from a gathered batch's encoded rows."""
-    return X[:, item_col].long(), y.to(torch.float32)
-
-
 def scores(models: ClientModels, G: torch.Tensor | None, holder: torch.Tensor, items: np.ndarray,
            rho: float | None, merge_eval: bool = True) -> np.ndarray:
     """``[C, k]`` logits of each client's candidate ``items`` with its own model; holders score
