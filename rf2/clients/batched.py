@@ -36,14 +36,9 @@ from rf2.models import RecModel
 
 from .batch import RoundBatch
 from .local import EpochLosses, LocalTraining, batch_orders, valid_split
-from .optim import as_client_optimizer
+from .optim import as_client_optimizer, per_client
 from .reference import has_client_loss, table_index_columns
 from .updates import ClientUpdates, TableRows
-
-
-def _rows(flags: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``[C]`` per-client flags shaped to broadcast over a ``[C, *shape]`` stack."""
-    return flags.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def plan_buckets(counts: np.ndarray, slack: float = 0.25, max_cells: int = 4_000_000) -> list[np.ndarray]:
@@ -269,14 +264,14 @@ class BatchedEngine:
                         stopped |= check & ~better
                         best_v = torch.where(better, v, best_v)
                         kept = torch.where(better, track.done + 1, kept)
-                        best_p = {k: torch.where(_rows(better, x), p[k], x) for k, x in best_p.items()}
+                        best_p = {k: torch.where(per_client(better, x), p[k], x) for k, x in best_p.items()}
                     track.close_epochs(ends)
             epochs_done = track.done
             losses[b] = track.mean().to(torch.float32)
             epochs_run[b] = epochs_done
             epochs_kept[b] = epochs_done
             if holdout:  # clients with a hold-out return their best epoch
-                p = {k: torch.where(_rows(has_valid, v), best_p[k], v) for k, v in p.items()}
+                p = {k: torch.where(per_client(has_valid, v), best_p[k], v) for k, v in p.items()}
                 epochs_kept[b] = torch.where(has_valid, kept, epochs_done)
                 valid_losses[b] = torch.where(has_valid, best_v, float("nan")).to(torch.float32)
             for k in dense_names:

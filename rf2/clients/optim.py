@@ -32,6 +32,11 @@ import torch
 CLIENT_OPTIMIZERS = ("sgd", "adam")
 
 
+def per_client(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``[C]`` per-client values shaped to broadcast over a ``[C, *shape]`` stack like ``like``."""
+    return x.reshape(-1, *([1] * (like.dim() - 1)))
+
+
 @dataclass(frozen=True)
 class ClientOptimizer:
     name: str = "sgd"
@@ -79,9 +84,6 @@ class ClientOptimizer:
             c1, c2 = 1 - b1 ** t, 1 - b2 ** t
             inc = {k: -self.lr * (m[k] / c1) / ((v[k] / c2).sqrt() + self.eps) for k in grads}
             return inc, {"t": t, "m": m, "v": v}
-
-        def per_client(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-            return x.reshape(-1, *([1] * (like.dim() - 1)))
 
         if self.name == "sgd":
             return {k: torch.where(per_client(active, g), -self.lr * g, 0.0) for k, g in grads.items()}, state
