@@ -167,3 +167,13 @@ def test_cli_dataset_cache_flag(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("")
     with pytest.raises(SystemExit, match="not a directory"):
         main(["run", "--dataset", "synthetic", "--max-rounds", "1", "--dataset-cache", str(tmp_path / "file")])
+
+
+def test_a_dataset_the_cache_cannot_hold_still_loads(tmp_path, monkeypatch):
+    def refuse(ds, folder):
+        raise ValueError("dataset cache: column items.x holds Python objects, which are not cached")
+
+    monkeypatch.setattr(cache, "write", refuse)
+    with pytest.warns(UserWarning, match="Python objects"):
+        ds = cache.load("synthetic", SMALL, tmp_path)
+    same_dataset(ds, load_dataset("synthetic", **SMALL))

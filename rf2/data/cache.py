@@ -89,7 +89,7 @@ def load(name: str, options: dict | None = None, root: str | os.PathLike | None 
     if folder is not None:
         try:
             write(ds, folder)
-        except OSError as exc:  # the dataset is loaded; only the cache could not be written
+        except (OSError, ValueError) as exc:  # the dataset is loaded; only the cache could not be written
             warnings.warn(f"dataset cache: could not write {folder} ({exc}); loading without it", stacklevel=2)
     return ds
 
