@@ -225,6 +225,5 @@ def _sampled(models: ClientModels, store: GStore, ds, rho, k: int, split: str):
     """Per-user sampled HR/NDCG@k on ``split`` with every user's own model (holders merged)."""
     users, items = candidates(ds, split)
     holder, G = store.of(users)
-    idx = torch.from_numpy(users)
-    logits = scores(models.select(idx), G, holder, items, rho)
+    logits = scores(models, G, holder, items, rho, rows=torch.from_numpy(users))
     return sampled_from_scores(users, logits, k), users, items, logits

@@ -156,6 +156,10 @@ def test_scores_merge_holders_only():
     holder = torch.tensor([True, False, True])
     s = scores(models, G, holder, np.array([[0, 1], [0, 1], [0, 2]]), rho=0.5)
     assert np.allclose(s, [[2.0, 4.0], [0.0, 0.0], [1.0, 3.0]])
+    # clients that are other rows of the models: client 0 is user 2, client 1 is user 0
+    models = ClientModels(torch.tensor([[1.0, 0.0], [5.0, 5.0], [2.0, 0.0]]), torch.ones(3, 3, 2), [])
+    s = scores(models, G[:1], torch.tensor([True, False]), np.array([[0, 1], [2, 0]]), rho=0.5, rows=torch.tensor([2, 0]))
+    assert np.allclose(s, [[2.0 * 2.5, 2.0 * 4.5], [1.0, 1.0]])
 
 
 def test_g_store_latest_replaces_keep_accumulates():

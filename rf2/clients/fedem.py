@@ -480,16 +480,18 @@ def train_reference(models: ClientModels, clients: torch.Tensor, G: torch.Tensor
 
 
 def scores(models: ClientModels, G: torch.Tensor | None, holder: torch.Tensor, items: np.ndarray,
-           rho: float | None, merge_eval: bool = True) -> np.ndarray:
-    """``[C, k]`` logits of each client's candidate ``items`` with its own model; holders score
-    with their table merged once with their ``G`` (``[H, n, d]``, holders in client order; §5)."""
+           rho: float | None, merge_eval: bool = True, rows: torch.Tensor | None = None) -> np.ndarray:
+    """``[C, k]`` logits of each client's candidate ``items`` with its own model (client ``c``'s
+    is the models' row ``rows[c]``; default ``c``); holders score with their table merged once with
+    their ``G`` (``[H, n, d]``, holders in client order; §5)."""
     it = torch.from_numpy(np.asarray(items, dtype=np.int64))
-    ar = torch.arange(it.shape[0])[:, None]
+    own = torch.arange(it.shape[0]) if rows is None else rows
     with torch.no_grad():
-        ql = models.Q[ar, it]
+        ql = models.Q[own[:, None], it]  # only the candidates' rows are read, never a whole table
         if G is not None and merge_eval:
             h = torch.nonzero(holder).flatten()
             qh, g = ql[h], G[torch.arange(h.numel())[:, None], it[h]]
-            r = adapter_rho([a[h] for a in models.A], qh, g) if rho is None else torch.full(qh.shape[:2], float(rho))
+            A = [a[own[h]] for a in models.A]
+            r = adapter_rho(A, qh, g) if rho is None else torch.full(qh.shape[:2], float(rho))
             ql[h] = qh + r[..., None] * (g - qh)
-        return (models.P[:, None, :] * ql).sum(-1).numpy()
+        return (models.P[own][:, None, :] * ql).sum(-1).numpy()
