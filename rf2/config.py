@@ -75,7 +75,8 @@ class RunConfig:
     system_options: dict = _f({}, "device profile overrides per tier, e.g. '{low = {upload_mbps = 2.0}}' or "
                                      "'low={upload_mbps = 2.0}' (rf2.system)")
     engine: str = _f("batched", "how client updates are computed: batched (vmap, fast) | reference (loop)")
-    eval_batch_size: int = _f(65536, "test events scored per forward pass")
+    eval_batch_size: int = _f(8192, "test events scored per forward pass: speed and memory only (the scores do not "
+                                    "depend on it, so it is not part of a run's id)")
     ranking_k: int = _f(0, "also rank every item per user: NDCG@K and Recall@K per tier (0: off; HeteFedRec: 20)")
     ranking_exclude: str = _f("auto", "items left out of a user's ranking: auto (train_clicks on implicit data such as "
                                       "ml-1m-implicit, HeteFedRec §V-B; train elsewhere) | train (all its training "

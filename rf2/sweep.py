@@ -144,12 +144,20 @@ LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate",
                 "train_negatives", "train_negatives_avoid_eval", "local_valid_fraction")
 
 
+#: settings that change only speed and memory, never a score: hashed as this fixed value, the one
+#: every id was taken with before they left the identity, so ids of existing results stay valid
+#: (``eval_batch_size``'s default was 65,536 until 1 December 2026; it is now 8,192, which is ~2x
+#: faster and ~0.8 GB lighter at MovieLens-20M size: benchmarks/README.md, issue 15)
+PERFORMANCE_FIELDS = {"eval_batch_size": 65536}
+
+
 def run_id(cfg: RunConfig) -> str:
     d = cfg.to_dict()
     defaults = RunConfig().to_dict()
     for k in LATER_FIELDS:
         if d.get(k) == defaults[k]:
             d.pop(k)
+    d.update(PERFORMANCE_FIELDS)
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     rep = f"__rep{cfg.replicate}" if cfg.replicate else ""
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{cfg.mapping}__{cfg.optimization}__seed{cfg.seed}{rep}")

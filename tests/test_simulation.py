@@ -79,3 +79,25 @@ def test_bad_config_is_a_clear_error(bad, match):
 def test_unknown_setting_in_config_dict():
     with pytest.raises(ValueError, match="unknown setting.*clients_per_rnd"):
         RunConfig.from_dict({"clients_per_rnd": 3})
+
+
+@pytest.mark.parametrize("model", ["dlrm", "din"])
+def test_eval_batch_size_changes_neither_the_scores_nor_the_run_id(model):
+    """``eval_batch_size`` is a speed/memory setting: scoring the test events 7 at a time (batches
+    that split users and histories) gives the scores of one pass over all of them, and the run id
+    does not change (it was left out of the identity when its default went from 65,536 to 8,192)."""
+    from rf2.sweep import run_id
+
+    cfg = RunConfig(**SMALL, model=model, max_rounds=3)
+    sim = Simulation(cfg, progress=False)
+    for e, chosen in list(sim.schedule())[:3]:
+        sim.train_round(0, e, chosen)
+    idx = sim.dataset.test_index
+    assert idx.size > 100
+    sim.model.eval()
+    one_pass = sim.model(sim.encoder.encode(idx)).detach().numpy()
+    for bs in (7, idx.size + 1):
+        sim.config = cfg.replace(eval_batch_size=bs)
+        np.testing.assert_allclose(sim.predict(idx), one_pass, rtol=0, atol=1e-6)
+    assert run_id(cfg.replace(eval_batch_size=7)) == run_id(cfg) == run_id(cfg.replace(eval_batch_size=65536))
+    assert run_id(cfg.replace(seed=1)) != run_id(cfg)  # the id still depends on what does change a score
