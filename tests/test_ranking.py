@@ -477,3 +477,54 @@ def test_run_config_ranking_exclude_reaches_the_metrics(optimization):
     assert (runs["train"] - runs["train_clicks"]).abs().max() > 1e-3
     with pytest.raises(ValueError, match=r"ranking_exclude must be one of \('auto', 'train', 'train_clicks', 'none'\)"):
         base.replace(ranking_exclude="test")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_k_by_partition_equals_a_full_stable_sort(seed):
+    """The partition path (k well below the catalogue) lists exactly what a full stable sort on
+    descending score lists: heavy ties (scores from 4 values, or all equal), -0.0 next to 0.0,
+    excluded items, and rows with fewer allowed items than k."""
+    rng = np.random.default_rng(seed)
+    n, n_items = 40, 300
+    s = rng.integers(0, 4, size=(n, n_items)).astype(np.float32) * [1, 0.5, 1e-3][seed % 3]
+    s[0] = 0.0
+    s[1, ::2] = -0.0
+    excl = rng.random((n, n_items)) < [0.0, 0.3, 0.9][seed % 3]
+    excl[2, :-3] = True  # three items left
+    for k in (1, 2, 5, 20, 74):
+        got = top_k_items(s, k, excl)
+        for u in range(n):
+            allowed = np.flatnonzero(~excl[u])
+            ref = sorted(allowed, key=lambda i: (-float(s[u, i]), i))[:k]  # descending score, lower id first
+            assert got[u, : len(ref)].tolist() == ref, (k, u)
+            assert (got[u, len(ref):] == -1).all()
+        assert top_k_items(s, k).tolist() == [sorted(range(n_items), key=lambda i: (-float(s[u, i]), i))[:k]
+                                              for u in range(n)]
+
+
+@pytest.mark.parametrize("name, options", [("ncf", {}), ("ncf", {"hidden": [5]}), ("hetencf", {"sizes": [2, 4, 8]}),
+                                           ("hetelightgcn", {"sizes": [2, 4, 8]})])
+def test_grid_scoring_equals_scoring_every_pair(name, options):
+    """NCF/HeteNCF score the catalogue on a user x item grid (the first layer split into a user and
+    an item part); the logits equal ``forward`` on every concatenated (user, item) row, with random
+    weights far from the initial ones and, for HeteNCF, users of every size. HeteLightGCN, whose
+    forward propagates over the user's graph, must not take that path (it has no grid scorer)."""
+    ds = make_synthetic(n_users=30, n_items=23, events_per_user=6, user_id=True, seed=3)
+    model = build_model(name, ds.schema, seed=1, **options)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.7) if p.is_floating_point() else None
+    if name != "ncf":
+        model.assign_sizes(np.arange(ds.n_users), np.arange(ds.n_users) % 3)
+    if name == "hetelightgcn":
+        model.bind_dataset(ds)
+    enc = FeatureEncoder(ds)
+    users = np.array([0, 1, 2, 5, 10, 11, 29])
+    got = score_all_items(model, ds, enc, users, chunk=3)
+    with torch.no_grad():
+        model.eval()
+        want = model(enc.encode_pairs(np.repeat(users, ds.n_items), np.tile(np.arange(ds.n_items), users.size)))
+    np.testing.assert_allclose(got, want.reshape(users.size, ds.n_items).numpy(), rtol=1e-5, atol=1e-5)
+    assert np.ptp(got) > 0.1  # the comparison is not between constants
+    assert callable(getattr(model, "score_grid", None)) == (name != "hetelightgcn")

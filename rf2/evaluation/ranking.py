@@ -110,13 +110,33 @@ def top_k_items(scores, k: int, exclude=None) -> np.ndarray:
     key = -s.astype(np.float64)  # ascending key = descending score; float64 keeps -x exact
     if exclude is not None:
         excl = item_mask(exclude, n, n_items)
-        key[excl] = np.inf  # after every finite key; a stable sort keeps them last
+        key[excl] = np.inf  # after every finite key, and among themselves by item id
         n_valid = n_items - excl.sum(axis=1)
     else:
         n_valid = np.full(n, n_items)
-    order = np.argsort(key, axis=1, kind="stable")[:, : min(k, n_items)]
-    order[np.arange(order.shape[1])[None, :] >= n_valid[:, None]] = -1
+    m = min(k, n_items)
+    if 4 * m >= n_items:
+        order = np.argsort(key, axis=1, kind="stable")[:, :m]
+    else:
+        order = _smallest_keys(key, m)
+    order[np.arange(m)[None, :] >= n_valid[:, None]] = -1
     return order
+
+
+def _smallest_keys(key: np.ndarray, m: int) -> np.ndarray:
+    """Each row's ``m`` smallest keys' column indices, ascending by key and, among equal keys, by
+    index: ``np.argsort(key, axis=1, kind="stable")[:, :m]`` in O(n_items) per row instead of a
+    full sort. Every key below the row's m-th smallest is taken, then the lowest-index ties of the
+    m-th smallest itself fill the remaining slots; only those ``m`` are sorted."""
+    n = key.shape[0]
+    kth = np.partition(key, m - 1, axis=1)[:, m - 1 : m]
+    below = key < kth
+    tie = key == kth
+    need = m - below.sum(axis=1, keepdims=True)  # >= 1: the m-th smallest itself is a tie
+    take = below | (tie & (np.cumsum(tie, axis=1) <= need))
+    cand = np.nonzero(take)[1].reshape(n, m)  # ascending column index within each row
+    within = np.argsort(np.take_along_axis(key, cand, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(cand, within, axis=1)
 
 
 def ranking_at_k(scores, relevant, k: int, exclude=None) -> dict[str, np.ndarray]:
@@ -163,7 +183,10 @@ def iter_item_scores(
     """Yield ``(users_chunk, scores)`` with ``scores[j, i]`` the model's logit for
     ``(users_chunk[j], item i)``, over the whole catalogue, ``chunk`` users at a time (default
     :func:`default_chunk`): only ``chunk * n_items`` input rows exist at once. The model is put in
-    eval mode while scoring and restored afterwards."""
+    eval mode while scoring and restored afterwards. A model with a ``score_grid(X_users,
+    X_items) -> [U, I]`` method (NCF, HeteNCF: their first layer splits into a user and an item
+    part, :func:`rf2.models.ncf.mlp_grid`) is given one input row per user and one per item
+    instead of one per pair; it must equal ``forward`` on the pairs (tested)."""
     encoder = encoder if encoder is not None else FeatureEncoder(dataset)
     users = np.asarray(users, dtype=np.int64).ravel()
     n_items = dataset.n_items
@@ -171,11 +194,17 @@ def iter_item_scores(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1 user, got {chunk}")
     all_items = np.arange(n_items, dtype=np.int64)
+    grid = getattr(model, "score_grid", None)  # models that score a user x item grid without its U*I inputs
+    if grid is not None:
+        X_items = encoder.encode_pairs(np.zeros(n_items, dtype=np.int64), all_items)
     was = model.training
     model.eval()
     try:
         for a in range(0, users.size, chunk):
             us = users[a : a + chunk]
+            if grid is not None:
+                yield us, grid(encoder.encode_pairs(us, np.zeros(us.size, dtype=np.int64)), X_items).numpy()
+                continue
             X = encoder.encode_pairs(np.repeat(us, n_items), np.tile(all_items, us.size))
             yield us, model(X).reshape(us.size, n_items).numpy()
     finally:
@@ -265,31 +294,36 @@ def ranking_by_user(
     sets = ((rptr, ritems), (eptr, eitems))
     from tqdm.auto import tqdm
 
-    parts = []
+    parts = [_ranking_columns(users[:0], np.zeros((0, ds.n_items)), ds.n_items, ks, sets)]
     with tqdm(total=int(users.size), desc=f"ranking {ds.n_items} items", unit="user", disable=not progress,
               leave=False, dynamic_ncols=True) as bar:
         for us, scores in iter_item_scores(model, ds, encoder, users, chunk):
-            parts.append(ranking_from_scores(us, scores, ds.n_items, ks, sets))
+            parts.append(_ranking_columns(us, scores, ds.n_items, ks, sets))
             bar.update(int(us.size))
-    return pd.concat(parts) if parts else ranking_from_scores(users[:0], np.zeros((0, ds.n_items)), ds.n_items, ks, sets)
+    return _per_user_frame({c: np.concatenate([p[c] for p in parts]) for c in parts[0]})
 
 
 def ranking_from_scores(users: np.ndarray, scores, n_items: int, k, sets) -> pd.DataFrame:
     """Per-user metrics (as :func:`ranking_by_user`) of ``users`` from their ``[len(users),
     n_items]`` scores, given ``sets`` from :func:`relevant_and_excluded` (for callers that score
     users their own way, e.g. each with its own model in :mod:`rf2.standalone`)."""
-    ks = _ks(k)
+    return _per_user_frame(_ranking_columns(users, scores, n_items, _ks(k), sets))
+
+
+def _ranking_columns(users: np.ndarray, scores, n_items: int, ks: tuple[int, ...], sets) -> dict[str, np.ndarray]:
     (rptr, ritems), (eptr, eitems) = sets
     users = np.asarray(users, dtype=np.int64)
     rel = _rows(rptr, ritems, users, n_items)
     excl = _rows(eptr, eitems, users, n_items)
-    cols: dict[str, np.ndarray] = {"user": users}
+    cols: dict[str, np.ndarray] = {"user": users, "n_relevant": (rel & ~excl).sum(axis=1).astype(np.int64)}
     for kk in ks:
         r = ranking_at_k(scores, rel, kk, excl)
         cols[f"ndcg@{kk}"], cols[f"recall@{kk}"] = r["ndcg"], r["recall"]
-    cols["n_relevant"] = (rel & ~excl).sum(axis=1)
-    frame = pd.DataFrame(cols)[["user", "n_relevant", *[c for c in cols if "@" in c]]]
-    frame = frame.astype({"user": np.int64, "n_relevant": np.int64})
+    return cols
+
+
+def _per_user_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    frame = pd.DataFrame(cols).astype({"user": np.int64, "n_relevant": np.int64})
     # a user whose relevant items are all excluded has no relevant item left
     return frame[frame["n_relevant"] > 0].set_index("user")
 

@@ -143,6 +143,23 @@ class HeteNCF(RecModel):
         own = torch.stack([self._head(x, u, vs[x]) for x in range(len(self.sizes))], dim=1)  # [B, n]
         return own.gather(1, self.user_size[urow][:, None]).squeeze(1)
 
+    def score_grid(self, X_users: torch.Tensor, X_items: torch.Tensor) -> torch.Tensor:
+        """``[U, I]`` own-size logits of every (user row, item row) pair, equal to :meth:`forward`
+        on their concatenated rows: each user is scored by the head and item table of its own size
+        only (only the user-id column of ``X_users`` and the item-id column of ``X_items`` are read)."""
+        from .ncf import mlp_grid
+
+        urow = X_users[:, self._ucol].long()
+        irow = X_items[:, self._icol].long()
+        u = self.embedding_dict[self.user_feature.table](urow)
+        size = self.user_size[urow]
+        out = u.new_empty((urow.numel(), irow.numel()))
+        for x in torch.unique(size).tolist():
+            rows = (size == x).nonzero().squeeze(1)
+            n = self.sizes[x]
+            out[rows] = mlp_grid(self.heads[x].ffn, self.heads[x].out, u[rows, :n], self.items[x](irow)[:, :n])
+        return out
+
     def client_loss(self, params: dict[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor, weights: torch.Tensor,
                     pair_coef: torch.Tensor | None = None, ddr_coef: torch.Tensor | None = None) -> torch.Tensor:
         """One client's loss (Eq. 11 + 14). ``weights``: per-sample weights (``1/n`` each; padding 0),

@@ -267,6 +267,8 @@ class HeteLightGCN(LocalGraphs, HeteNCF):
     and ``client_loss`` (Eq. 11, 13-14) as :class:`~rf2.models.hetencf.HeteNCF`."""
 
     _model_name = "hetelightgcn"
+    #: HeteNCF's grid scorer skips the propagation: catalogue scoring goes through ``forward``
+    score_grid = None
 
     def __init__(
         self,

@@ -41,6 +41,21 @@ def id_features(schema: Schema, user_feature: str, item_feature: str, model: str
     return sparse[user_feature], sparse[item_feature]
 
 
+def mlp_grid(ffn, out: nn.Linear, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``[U, I]`` logits of ``out(relu(...relu(ffn_0([u_a, v_b]))...))`` for every pair of a row
+    ``u_a`` of ``u [U, n]`` and ``v_b`` of ``v [I, n]``, without building the ``U * I`` concatenated
+    inputs: the first layer is linear in the concatenation, ``W [u; v] + c = (W_u u + c) + W_v v``,
+    so it is computed once per user and once per item and added on the grid. Used to score the
+    whole catalogue (:func:`rf2.evaluation.ranking.iter_item_scores`)."""
+    layers = [*ffn, out]
+    first = layers[0]
+    n = u.shape[1]
+    h = (u @ first.weight[:, :n].T + first.bias)[:, None, :] + (v @ first.weight[:, n:].T)[None, :, :]
+    for lin in layers[1:]:
+        h = lin(torch.relu(h))
+    return h.squeeze(-1)
+
+
 class NCFParts:
     """What NCF-style models (``ncf``, ``lightgcn``) share: an ``embedding_dict`` of the user and
     item tables, the user table client-private (when ``private_user``), and the FFN ``ffn`` +
@@ -106,3 +121,11 @@ class NCF(NCFParts, RecModel):
         for lin in self.ffn:
             h = torch.relu(lin(h))
         return self.out(h).squeeze(-1)
+
+    def score_grid(self, X_users: torch.Tensor, X_items: torch.Tensor) -> torch.Tensor:
+        """``[U, I]`` logits of every (user row of ``X_users``, item row of ``X_items``) pair, equal
+        to :meth:`forward` on their concatenated rows (only the user-id column of ``X_users`` and
+        the item-id column of ``X_items`` are read)."""
+        u = self.embedding_dict[self.user_feature.table](X_users[:, self._ucol].long())
+        v = self.embedding_dict[self.item_feature.table](X_items[:, self._icol].long())
+        return mlp_grid(self.ffn, self.out, u, v)
