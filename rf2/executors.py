@@ -10,7 +10,8 @@ results folder.
 * ``local``      (default) a :class:`concurrent.futures.ProcessPoolExecutor` with ``spawn``ed workers,
   one per core by default;
 * ``ray``        ``ray.remote`` tasks on a Ray cluster (``address``), or a local Ray instance when no
-  address is given. Ray is an optional extra: ``pip install 'rf2[ray]'``.
+  address is given. Ray is an optional extra: ``pip install 'rf2[ray]'``. A run whose worker
+  process or node is lost is retried elsewhere (:data:`RAY_MAX_RETRIES`).
 
 **Thread budget.** Each run is pinned to ``threads`` intra-op threads (``torch.set_num_threads``
 plus the OpenMP/MKL environment variables for the worker), ``cores // workers`` by default, so
@@ -28,6 +29,12 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 EXECUTORS = ("inprocess", "local", "ray")
+#: How often Ray re-runs a run whose worker process or node died (a system failure: the node was
+#: lost, the process was killed or ran out of memory). An error inside a run is not a system
+#: failure: :func:`execute_run` returns it as an outcome, so it is recorded, never retried here
+#: (``retry_exceptions`` stays off). Every run has one result reference, so a retried run is
+#: still committed once, by the driver.
+RAY_MAX_RETRIES = 3
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
@@ -49,12 +56,14 @@ _CACHE: dict = {}  # per process: datasets and tier assignments, reused across r
 
 
 def _dataset(cfg):
+    """The run's dataset and whether this process had it already (loaded for an earlier run)."""
     from rf2.data.cache import load
 
     key = ("ds", cfg.dataset, json.dumps(cfg.dataset_options, sort_keys=True))
-    if key not in _CACHE:  # from the on-disk cache ($RF2_DATASET_CACHE) where there is one
+    reused = key in _CACHE
+    if not reused:  # from the on-disk cache ($RF2_DATASET_CACHE) where there is one
         _CACHE[key] = load(cfg.dataset, cfg.dataset_options)
-    return _CACHE[key]
+    return _CACHE[key], reused
 
 
 def _tiers(cfg, ds):
@@ -84,11 +93,11 @@ def execute_run(config: dict, threads: int | None = None, progress: bool = False
     set_thread_budget(threads)
     try:
         cfg = RunConfig.from_dict(config)
-        ds = _dataset(cfg)
+        ds, reused = _dataset(cfg)
         res = Simulation(cfg, dataset=ds, tiers=_tiers(cfg, ds), progress=progress).run()
         info = {"config": cfg.to_dict(), "seconds": res.seconds, "peak_rss_mb": res.peak_rss_mb,
                 "rounds": len(res.rounds), "final_train_loss": float(res.rounds["train_loss"].iloc[-1]),
-                "pid": os.getpid(), "threads": threads}
+                "pid": os.getpid(), "threads": threads, "dataset_reused": reused}
         scores = res.scores.to_bytes() if res.scores is not None else b""
         return RunOutcome(config, True, rows_csv=res.rows().to_csv(index=False), info=info, scores=scores)
     except Exception as exc:  # recorded by the driver; the sweep goes on
@@ -205,19 +214,40 @@ class LocalProcessExecutor:
                 p.kill()
 
 
+def _ray_run(config: dict, threads: int | None = None) -> RunOutcome:
+    """One run as a Ray task: :func:`execute_run`, plus the id of the node that ran it."""
+    import ray
+
+    outcome = execute_run(config, threads)
+    outcome.info["ray_node"] = ray.get_runtime_context().get_node_id()
+    return outcome
+
+
 class RayExecutor:
     """Runs each config as a Ray task with ``num_cpus=threads``. Connects to ``address`` (a
     cluster, e.g. ``ray://head:10001`` or ``auto``) or starts a local instance with ``workers``
-    CPUs. Datasets must be reachable from every node (same path or ``RF2_DATA_DIR``)."""
+    CPUs. Datasets must be reachable from every node (same path or ``RF2_DATA_DIR``).
+
+    Ray reuses a worker process for the tasks it runs, so each worker loads (or memory-maps, with
+    ``RF2_DATASET_CACHE``) a dataset once and keeps it for its later runs. A run whose worker or
+    node dies is retried up to ``max_retries`` times (:data:`RAY_MAX_RETRIES`) on what is left of
+    the cluster. Runs whose results reached the driver are not rerun (one whose result was still
+    only on the lost node may be, by Ray's lineage reconstruction); each run is yielded, so written,
+    once."""
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None):
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int | None = None,
+                 max_retries: int | None = None):
+        max_retries = RAY_MAX_RETRIES if max_retries is None else max_retries
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"ray executor: max_retries must be a whole number >= 0, not {max_retries!r}")
         try:
             import ray
         except ImportError as exc:
             raise RuntimeError("the ray executor needs Ray: pip install 'rf2[ray]' (or pip install ray)") from exc
         self.ray = ray
+        self.max_retries = max_retries
         self.threads = max(1, int(threads or 1))
         self.workers = workers
         self._started = False
@@ -232,7 +262,8 @@ class RayExecutor:
             ray.init(runtime_env=env, include_dashboard=False, logging_level="WARNING", **kw)
             self._started = True
             self.start_seconds = time.perf_counter() - t0
-        self._task = ray.remote(num_cpus=self.threads, max_retries=0)(execute_run)
+        # retries are for lost workers/nodes only: no retry_exceptions (a run's error is an outcome)
+        self._task = ray.remote(num_cpus=self.threads, max_retries=self.max_retries)(_ray_run)
 
     def map(self, configs: Iterable[dict], progress: bool = False) -> Iterator[RunOutcome]:
         ray = self.ray
@@ -240,10 +271,10 @@ class RayExecutor:
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
-                cfg = refs.pop(ref)
+                cfg = refs.pop(ref)  # one result per run, however often Ray had to run it
                 try:
                     yield ray.get(ref)
-                except Exception as exc:  # the task's worker died
+                except Exception as exc:  # its worker died more than max_retries times
                     yield RunOutcome(cfg, False, error=f"ray task failed: {type(exc).__name__}: {exc}",
                                      traceback=traceback.format_exc())
 

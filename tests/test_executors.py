@@ -186,6 +186,91 @@ def test_ray_executor_equals_local(reference, tmp_path, capsys):
         print(f"\n[ray] local instance start {start:.1f}s, 6-run sweep {s.seconds:.1f}s")
 
 
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_ray_retry_count_must_be_a_whole_number(bad):
+    from rf2.executors import RayExecutor
+
+    with pytest.raises(ValueError, match="max_retries must be a whole number >= 0"):
+        RayExecutor(max_retries=bad)  # refused before Ray is imported or started
+
+def _running_a_run(node) -> bool:
+    """Whether a worker of this Ray node (a child of its raylet) is executing a run: Ray titles a
+    busy worker ``ray::<function>`` and an idle one ``ray::IDLE``."""
+    from ray._private import ray_constants
+
+    raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == raylet \
+                    and (proc / "cmdline").read_bytes().startswith(b"ray::_ray_run"):
+                return True
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            pass
+    return False
+
+
+def test_ray_cluster_losing_a_node_mid_sweep_retries_its_run_and_equals_inprocess(tmp_path, capsys, monkeypatch):
+    """A head (no CPUs, so no runs) and two one-CPU worker nodes on this machine; the node that
+    delivers the first result is killed (no graceful shutdown) once its next run has started.
+    That run is retried on the other node; every run is committed once, by the driver, and the
+    results equal the in-process sweep's. A Ray worker keeps its dataset between runs."""
+    ray = pytest.importorskip("ray", reason="the Ray test needs the test extra (pip install -e '.[test]')")
+    if not Path("/proc/self/stat").exists():
+        pytest.skip("watches Ray's worker processes through /proc")
+    from ray.cluster_utils import Cluster
+
+    # runs of ~1 s, far longer than killing a node takes
+    slow = SweepSpec(base={**BASE, "epochs": 20}, mappings=("random", "dirichlet:0.05"), optimizations=("exclude-lo",),
+                     seeds=(0,), noise_floor=False)
+    assert Sweep(slow, tmp_path / "ref", progress=False, executor="inprocess", threads=1).run().finished == 4
+    t0 = time.perf_counter()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    try:
+        nodes = {n.node_id: n for n in (cluster.add_node(num_cpus=1) for _ in range(2))}
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
+        start = time.perf_counter() - t0
+        sweep = Sweep(slow, tmp_path / "ray", progress=False, executor="ray", threads=1)
+        commits: dict[str, int] = {}
+        killed: list[str] = []
+        commit = sweep.store.commit_run
+
+        def commit_then_kill(rid, rows_csv, info, scores=b""):
+            commits[rid] = commits.get(rid, 0) + 1
+            commit(rid, rows_csv, info, scores)
+            if not killed:  # the first result: lose the node that ran it, once its next run has started
+                node = nodes[info["ray_node"]]
+                deadline = time.time() + 60
+                while not _running_a_run(node):
+                    assert time.time() < deadline, "the node never started a second run"
+                    time.sleep(0.01)
+                killed.append(info["ray_node"])
+                cluster.remove_node(node, allow_graceful=False)
+
+        monkeypatch.setattr(sweep.store, "commit_run", commit_then_kill)
+        s = sweep.run()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert killed and s.executor == "ray"
+    assert s.finished == 4 and not s.failed, s.failed
+    assert sorted(commits.values()) == [1] * 4  # a retried run is written once
+    assert_same_results(sorted_rows(tmp_path / "ref"), sorted_rows(tmp_path / "ray"))
+    records = [json.loads(p.read_text()) for p in (tmp_path / "ray" / "runs").glob("*.json")
+               if not p.name.endswith(".failed.json")]
+    on = {n: [r for r in records if r["ray_node"] == n] for n in nodes}
+    assert len(on[killed[0]]) == 1, "a run finished on the lost node after it was killed: runs too short?"
+    survivor = next(r for n, r in on.items() if n != killed[0])
+    assert len(survivor) == 3 and os.getpid() not in {r["pid"] for r in survivor}
+    # each worker process loaded the dataset once and reused it for its later runs
+    pids = {r["pid"] for r in survivor}
+    assert sum(not r["dataset_reused"] for r in survivor) == len(pids) < len(survivor)
+    with capsys.disabled():
+        print(f"\n[ray cluster] head + 2 nodes start {start:.1f}s, 4-run sweep losing a node {s.seconds:.1f}s, "
+              f"survivor ran {len(survivor)} runs in {len(pids)} worker process(es)")
+
 def test_runs_from_before_a_new_setting_still_pair_with_their_baselines(tmp_path):
     Sweep(spec(mappings=("random",), optimizations=("exclude-lo",)), tmp_path, progress=False, executor="inprocess").run()
     from rf2.results import mdac_table
