@@ -195,25 +195,36 @@ def test_ray_retry_count_must_be_a_whole_number(bad):
     with pytest.raises(ValueError, match="max_retries must be a whole number >= 0"):
         RayExecutor(max_retries=bad)  # refused before Ray is imported or started
 
-def _running_a_run(node) -> bool:
-    """Whether a worker of this Ray node (a child of its raylet) is executing a run: Ray titles a
-    busy worker ``ray::<function>`` and an idle one ``ray::IDLE``."""
+def _node_workers(node) -> dict[int, bytes]:
+    """The worker processes of a Ray node (its raylet's children) and their titles: Ray titles a
+    worker running a run ``ray::_ray_run`` and an idle one ``ray::IDLE``."""
     from ray._private import ray_constants
 
     raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    workers = {}
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == raylet \
-                    and (proc / "cmdline").read_bytes().startswith(b"ray::_ray_run"):
-                return True
+            if proc.name.isdigit() and int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) == raylet:
+                workers[int(proc.name)] = (proc / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):  # the process ended meanwhile
             pass
-    return False
+    return workers
+
+
+def _lose_node(cluster, node) -> None:
+    """The node vanishes as a machine would: its workers and then its Ray processes SIGKILLed (a
+    worker outliving its raylet could still deliver the run it is computing)."""
+    for pid in _node_workers(node):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    cluster.remove_node(node, allow_graceful=False)
 
 
 def test_ray_cluster_losing_a_node_mid_sweep_retries_its_run_and_equals_inprocess(tmp_path, capsys, monkeypatch):
     """A head (no CPUs, so no runs) and two one-CPU worker nodes on this machine; the node that
-    delivers the first result is killed (no graceful shutdown) once its next run has started.
+    delivers the first result is killed (SIGKILL, all its processes) once its next run has started.
     That run is retried on the other node; every run is committed once, by the driver, and the
     results equal the in-process sweep's. A Ray worker keeps its dataset between runs."""
     ray = pytest.importorskip("ray", reason="the Ray test needs the test extra (pip install -e '.[test]')")
@@ -226,7 +237,10 @@ def test_ray_cluster_losing_a_node_mid_sweep_retries_its_run_and_equals_inproces
                      seeds=(0,), noise_floor=False)
     assert Sweep(slow, tmp_path / "ref", progress=False, executor="inprocess", threads=1).run().finished == 4
     t0 = time.perf_counter()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    # a lost node is declared dead after ~1 s of missed health checks (Ray's default is ~15 s)
+    fast = {"health_check_period_ms": 300, "health_check_timeout_ms": 300, "health_check_failure_threshold": 3}
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False,
+                                                            "_system_config": fast})
     try:
         nodes = {n.node_id: n for n in (cluster.add_node(num_cpus=1) for _ in range(2))}
         cluster.wait_for_nodes()
@@ -243,11 +257,11 @@ def test_ray_cluster_losing_a_node_mid_sweep_retries_its_run_and_equals_inproces
             if not killed:  # the first result: lose the node that ran it, once its next run has started
                 node = nodes[info["ray_node"]]
                 deadline = time.time() + 60
-                while not _running_a_run(node):
+                while not any(t.startswith(b"ray::_ray_run") for t in _node_workers(node).values()):
                     assert time.time() < deadline, "the node never started a second run"
                     time.sleep(0.01)
                 killed.append(info["ray_node"])
-                cluster.remove_node(node, allow_graceful=False)
+                _lose_node(cluster, node)
 
         monkeypatch.setattr(sweep.store, "commit_run", commit_then_kill)
         s = sweep.run()
