@@ -111,3 +111,60 @@ def test_ranges_of_tables_with_nothing_stored_are_zero():
     for magnitude in (False, True):
         r = tensor_ranges(u, magnitude=magnitude)
         assert [x.tolist() for x in r["unheld"]] == [[0.0, 0.0], [0.0, 0.0]]
+
+
+# -- stochastic_round and client_uniforms (mutmut run on becae75, issue 17) ---------------------------
+def test_stochastic_round_keeps_a_flat_range_and_grid_points_exactly():
+    """lo == hi (one client sent one value everywhere): x itself, not 0/0; a value on a grid
+    point stays there even for u = 0 (rounding up needs u < distance, and the distance is 0),
+    and between points it goes up exactly when u < the distance in steps."""
+    from optimizations.compression import stochastic_round
+
+    lo, hi, levels = torch.tensor([2.0]), torch.tensor([2.0]), torch.tensor([3.0])
+    x = torch.tensor([2.0, 2.0])
+    assert stochastic_round(x, lo, hi, levels, torch.tensor([0.0, 0.9])).tolist() == [2.0, 2.0]
+    lo, hi = torch.tensor([0.0]), torch.tensor([3.0])  # points 0, 1, 2, 3
+    x = torch.tensor([1.0, 1.0, 2.25, 2.25, 0.5])
+    u = torch.tensor([0.0, 0.999, 0.25, 0.2499, 0.5])
+    assert stochastic_round(x, lo, hi, levels, u).tolist() == [1.0, 1.0, 2.0, 3.0, 0.0]
+
+
+def _three_tensor_update(tiers=(0, 0, 0, 0)):
+    C = len(tiers)
+    table = TableRows(ptr=torch.tensor([0, 2, 3, 3, 5]), rows=torch.tensor([1, 4, 2, 0, 3]),
+                      values=torch.zeros(5, 2), n_rows=6)
+    return updates({"a": torch.zeros(C, 3), "b": torch.zeros(C, 2, 2)}, {"t": table}, tiers)
+
+
+def test_client_uniforms_are_each_clients_own_stream_in_tensor_order():
+    """Client c's uniforms are one draw from its own stream, cut in the order dense tensors (a, b),
+    then its table rows: written out here with torch.rand on a generator of the same seed."""
+    from optimizations.compression import client_uniforms
+
+    up = _three_tensor_update()
+    dense, tables = client_uniforms(up, "quant")
+    rows = [2, 1, 0, 2]
+    for c in range(4):
+        u = torch.rand(3 + 4 + 2 * rows[c], generator=up.contexts[c].torch_generator("quant"))
+        assert dense["a"][c].tolist() == u[:3].tolist()
+        assert dense["b"][c].reshape(-1).tolist() == u[3:7].tolist()
+        ptr = up.tables["t"].ptr
+        assert tables["t"][ptr[c]: ptr[c + 1]].reshape(-1).tolist() == u[7:].tolist()
+    assert len(set(dense["a"][:, 0].tolist())) == 4  # four different streams
+
+
+def test_client_uniforms_skip_only_the_skipped_clients():
+    """A skipped client gets zeros and draws nothing; every later client still gets exactly the
+    uniforms it gets without skipping (so skip=None is the same as skipping no one)."""
+    import numpy as np
+
+    from optimizations.compression import client_uniforms
+
+    up = _three_tensor_update()
+    full_d, full_t = client_uniforms(up, "quant")
+    none_d, none_t = client_uniforms(up, "quant", skip=np.zeros(4, dtype=bool))
+    assert all(torch.equal(full_d[k], none_d[k]) for k in full_d) and torch.equal(full_t["t"], none_t["t"])
+    d, t = client_uniforms(up, "quant", skip=np.array([False, True, False, False]))
+    for k in d:
+        assert (d[k][1] == 0).all() and torch.equal(d[k][[0, 2, 3]], full_d[k][[0, 2, 3]])
+    assert (t["t"][2:3] == 0).all() and torch.equal(t["t"][[0, 1, 3, 4]], full_t["t"][[0, 1, 3, 4]])
