@@ -51,3 +51,38 @@ def test_unknown_model_option():
     assert "embedding_dim" in model_options("dlrm")
     with pytest.raises(ValueError, match="no option"):
         build_model("dlrm", None, embeding_dim=8)
+
+
+@pytest.mark.parametrize("combiner", ["sum", "mean"])
+def test_history_pooling_by_embedding_bag_equals_the_masked_reference(combiner):
+    """The fast pooling (one embedding_bag over the non-padding entries) gives the masked
+    reference's vectors and table gradients: rows without any entry (0), one entry, full rows,
+    repeated items; and a vmapped call (per-client inputs) takes the reference path and agrees."""
+    from torch.func import vmap
+
+    from rf2.models.base import _bag_pool, _masked_pool, _under_transform
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(1, 9, (7, 5), generator=g)
+    idx[0] = 0
+    idx[1, 1:] = 0
+    idx[2, 3:] = 0
+    idx[3] = 4  # one item five times
+    w1 = torch.randn(9, 3, generator=g, requires_grad=True)
+    w2 = w1.detach().clone().requires_grad_(True)
+    coef = torch.randn(7, 1, 3, generator=g)
+    fast = _bag_pool(idx, w1, combiner)
+    ref = _masked_pool(torch.nn.functional.embedding(idx, w2), idx, combiner)
+    assert fast.shape == ref.shape == (7, 1, 3)
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-6)
+    assert (fast[0] == 0).all() and torch.allclose(fast[1, 0], w1[idx[1, 0]])
+    expect3 = w1[4] * (5 if combiner == "sum" else 1)
+    torch.testing.assert_close(fast[3, 0], expect3)
+    (fast * coef).sum().backward()
+    (ref * coef).sum().backward()
+    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-6, atol=1e-6)
+    assert not _under_transform()
+    seen = []
+    vmap(lambda i: seen.append(_under_transform()) or i.sum())(idx)
+    torch.func.grad(lambda w: seen.append(_under_transform()) or w.sum())(w1.detach())
+    assert seen == [True, True] and not _under_transform()

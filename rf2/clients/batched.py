@@ -497,8 +497,13 @@ class BatchedEngine:
         out = {}
         for k in params:
             if k in table_cols:
-                idx = [batch.X[:, a:b].reshape(-1) for a, b in table_cols[k]] + [torch.zeros(1)]  # row 0 as the others
-                rows = torch.unique(torch.cat(idx).long())
+                # the rows any sample indexes, and row 0 as the others: sorted and unique, by marking
+                # (O(rows + entries), not a sort of the ~10^6 history entries)
+                touched = torch.zeros(params[k].shape[0], dtype=torch.bool)
+                touched[0] = True
+                for a, b in table_cols[k]:
+                    touched[batch.X[:, a:b].reshape(-1).long()] = True
+                rows = touched.nonzero().squeeze(1)
                 out[k] = RowUpdate(rows, num[k][rows] / total)
             else:
                 out[k] = torch.where(den[k] > 0, num[k] / den[k].clamp_min(1e-30), torch.zeros_like(num[k]))
