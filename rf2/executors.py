@@ -225,8 +225,8 @@ def _ray_run(config: dict, threads: int | None = None) -> RunOutcome:
 
 class RayExecutor:
     """Runs each config as a Ray task with ``num_cpus=threads``. Connects to ``address`` (a
-    cluster, e.g. ``ray://head:10001`` or ``auto``) or starts a local instance with ``workers``
-    CPUs. Datasets must be reachable from every node (same path or ``RF2_DATA_DIR``).
+    cluster, e.g. ``ray://head:10001`` or ``auto``), else to ``$RAY_ADDRESS``, else starts a new
+    local instance with ``workers`` CPUs. Datasets must be reachable from every node (same path or ``RF2_DATA_DIR``).
 
     Ray reuses a worker process for the tasks it runs, so each worker loads (or memory-maps, with
     ``RF2_DATASET_CACHE``) a dataset once and keeps it for its later runs. A run whose worker or
@@ -258,7 +258,13 @@ class RayExecutor:
             for var in ("RF2_DATA_DIR", "RF2_DATASET_CACHE"):  # where data is found / generated data is kept
                 if var in os.environ:
                     env["env_vars"][var] = os.environ[var]
-            kw = {"address": address} if address else {"num_cpus": workers or os.cpu_count() or 1}
+            if address:
+                kw = {"address": address}
+            elif os.environ.get("RAY_ADDRESS"):  # Ray's own way of naming a cluster
+                kw = {}
+            else:  # a new instance, even if another Ray instance runs on this machine (which a bare
+                # ray.init() would join, refusing num_cpus)
+                kw = {"address": "local", "num_cpus": workers or os.cpu_count() or 1}
             ray.init(runtime_env=env, include_dashboard=False, logging_level="WARNING", **kw)
             self._started = True
             self.start_seconds = time.perf_counter() - t0

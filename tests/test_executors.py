@@ -173,7 +173,8 @@ def test_divergence_is_recorded_as_a_failure_and_plotted_as_missing(tmp_path, ca
 def test_ray_executor_equals_local(reference, tmp_path, capsys):
     ray = pytest.importorskip("ray", reason="the Ray test needs the test extra (pip install -e '.[test]')")
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    # "local": a new instance, not another test's cluster that happens to run on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     start = time.perf_counter() - t0
     try:
         sweep = Sweep(spec(), tmp_path, progress=False, executor="ray", threads=1)
@@ -194,6 +195,27 @@ def test_ray_retry_count_must_be_a_whole_number(bad):
 
     with pytest.raises(ValueError, match="max_retries must be a whole number >= 0"):
         RayExecutor(max_retries=bad)  # refused before Ray is imported or started
+
+
+def test_ray_executor_starts_its_own_instance_beside_another(tmp_path, monkeypatch):
+    """With no address it starts a new local instance, even while another Ray instance runs on
+    the machine (a bare ray.init() joins that one, and refuses num_cpus: a ValueError)."""
+    pytest.importorskip("ray", reason="the Ray test needs the test extra (pip install -e '.[test]')")
+    from ray.cluster_utils import Cluster
+
+    from rf2.executors import RayExecutor
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    other = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        executor = RayExecutor(workers=1)
+        try:
+            assert executor._started
+            assert executor.ray.get_runtime_context().gcs_address != other.address
+        finally:
+            executor.close()
+    finally:
+        other.shutdown()
 
 def _node_workers(node) -> dict[int, bytes]:
     """The worker processes of a Ray node (its raylet's children) and their titles: Ray titles a
