@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from rf2.clients.updates import Background, ClientUpdates, TableRows
+from rf2.device import cpu_draw, to_numpy
 
 from .base import ClientContext, Optimization, dense_entry_count
 
@@ -85,7 +86,7 @@ def client_uniforms(updates: ClientUpdates, purpose: str, skip: np.ndarray | Non
         sizes = dict(per_dense)
         for k, t in updates.tables.items():
             sizes["#" + k] = int(t.ptr[c + 1] - t.ptr[c]) * t.values.shape[1]
-        u = torch.rand(sum(sizes.values()), generator=updates.contexts[c].torch_generator(purpose))
+        u = cpu_draw(torch.rand, sum(sizes.values()), generator=updates.contexts[c].torch_generator(purpose))
         off = 0
         for k, n in sizes.items():
             piece = u[off : off + n]
@@ -260,7 +261,7 @@ class Prune(PerTier):
         f = torch.tensor(self.setting(updates.contexts), dtype=torch.float32)
         if not (f > 0).any():
             return updates
-        u_dense, u_tab = client_uniforms(updates, "prune", skip=(f == 0).numpy())
+        u_dense, u_tab = client_uniforms(updates, "prune", skip=to_numpy(f == 0))
         scale = 1.0 / (1.0 - f) if self.rescale else torch.ones_like(f)
         dense = {}
         for k, d in updates.dense.items():
@@ -347,7 +348,7 @@ class Quant(PerTier):
             ranges = {k: whole for k in [*updates.dense, *updates.tables]}
         mag_bits = bits - 1 if self.sign == "budget" else bits
         levels = (2.0**mag_bits - 1).to(torch.float32)
-        u_dense, u_tab = client_uniforms(updates, "quant", skip=(~active).numpy())
+        u_dense, u_tab = client_uniforms(updates, "quant", skip=to_numpy(~active))
         dense = {}
         for k, d in updates.dense.items():
             lo, hi = ranges[k]

@@ -291,7 +291,7 @@ class HeteFedRec(Optimization):
         n_rows = params[keys[0]].shape[0]
         pool = np.arange(1, n_rows) if n_rows > 2 else np.arange(n_rows)
         rng = numpy_rng(self.seed, "hetefedrec-kd", round_)
-        idx = torch.from_numpy(np.sort(rng.choice(pool, size=min(self.kd_items, pool.size), replace=False)))
+        idx = torch.as_tensor(np.sort(rng.choice(pool, size=min(self.kd_items, pool.size), replace=False)))
         leaves = [params[k][idx].detach().clone().requires_grad_(True) for k in keys]
         loss = relation_kd_loss(leaves)
         grads = torch.autograd.grad(loss, leaves)

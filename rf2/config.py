@@ -75,6 +75,8 @@ class RunConfig:
     system_options: dict = _f({}, "device profile overrides per tier, e.g. '{low = {upload_mbps = 2.0}}' or "
                                      "'low={upload_mbps = 2.0}' (rf2.system)")
     engine: str = _f("batched", "how client updates are computed: batched (vmap, fast) | reference (loop)")
+    device: str = _f("cpu", "torch device every tensor of the run lives on: cpu | cuda | cuda:N | mps (only cpu is "
+                            "tested; see the README's Devices section)")
     eval_batch_size: int = _f(8192, "test events scored per forward pass: speed and memory only (the scores do not "
                                     "depend on it, so it is not part of a run's id)")
     ranking_k: int = _f(0, "also rank every item per user: NDCG@K and Recall@K per tier (0: off; HeteFedRec: 20)")
@@ -91,7 +93,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for name in ("dataset", "model", "mapping", "optimization", "server_optimizer", "engine", "client_optimizer",
-                     "ranking_exclude", "select_by", "local_early_stop"):
+                     "ranking_exclude", "select_by", "local_early_stop", "device"):
             v = getattr(self, name)
             if not isinstance(v, str):
                 raise ValueError(f"config: {name} must be a string, got {v!r}")
@@ -103,6 +105,9 @@ class RunConfig:
         for name, bound in (("epochs", MAX_EPOCHS), ("local_steps", MAX_LOCAL_STEPS), ("local_epochs", MAX_LOCAL_EPOCHS)):
             if getattr(self, name) > bound:
                 raise ValueError(f"config: {name} must be an integer in [1, {bound}], got {getattr(self, name)}")
+        from rf2.device import check_device_name
+
+        check_device_name(self.device)
         from tier_mapping import MAX_TIERS
 
         if not 2 <= self.n_tiers <= MAX_TIERS:

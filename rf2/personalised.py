@@ -42,6 +42,7 @@ from optimizations import make_contexts
 
 from rf2.aggregation.personalised import fedem_aggregate
 from rf2.clients.fedem import ClientModels, FedEMTraining, merge, scores, train_batched, train_reference
+from rf2.device import cpu_draw, to_numpy
 from rf2.evaluation import OVERALL, TierMetrics
 from rf2.evaluation.sampled import candidates, sampled_from_scores
 from rf2.evaluation.scores import EvalScores
@@ -93,7 +94,7 @@ def initial_models(sim: "Simulation") -> ClientModels:
     A0 = [sim.params[k] for k in model.adapter_names()]
     if st.init == "shared":
         g = torch_generator(sim.train_seed, "fedem_template")
-        p = torch.randn(users.shape[1], generator=g)
+        p = cpu_draw(torch.randn, users.shape[1], generator=g)
         P = p.expand(N, -1).clone()
         A = [a.expand(N, *a.shape).clone() for a in A0]
     else:
@@ -104,8 +105,8 @@ def initial_models(sim: "Simulation") -> ClientModels:
             for i in range(0, len(A0), 2):
                 W, b = A0[i], A0[i + 1]
                 bound = 1 / math.sqrt(W.shape[1])  # nn.Linear's default init (Kaiming uniform, a = sqrt 5)
-                A[i][c] = (torch.rand(W.shape, generator=g) * 2 - 1) * bound
-                A[i + 1][c] = (torch.rand(b.shape, generator=g) * 2 - 1) * bound
+                A[i][c] = (cpu_draw(torch.rand, W.shape, generator=g) * 2 - 1) * bound
+                A[i + 1][c] = (cpu_draw(torch.rand, b.shape, generator=g) * 2 - 1) * bound
     return ClientModels(P, Q, A)
 
 
@@ -152,7 +153,7 @@ def run_personalised(sim: "Simulation") -> "RunResult":
         contexts = make_contexts(sim.train_seed, chosen, sim.tiers.tier, sim.tiers.names, round_, epoch,
                                  ds.train_counts[chosen] * (1 + cfg.train_negatives))
         clients = np.asarray(chosen, dtype=np.int64)
-        idx = torch.from_numpy(clients)
+        idx = torch.as_tensor(clients)
         batch = sim.gather(clients, contexts)
         holder, G = store.of(clients)
         if G is not None and st.merge_start:  # §4.1: holders merge their G into their own table
@@ -169,14 +170,14 @@ def run_personalised(sim: "Simulation") -> "RunResult":
         agg_n = int(math.floor(clients.size * st.agg_ratio)) if st.agg != "none" else 0  # §4.4 step 1
         if agg_n:  # §4.4: a uniform sample of the participants uploads its tables
             pick = np.sort(numpy_rng(sim.train_seed, "fedem_aggregation", round_).choice(clients.size, agg_n, replace=False))
-            a_idx = torch.from_numpy(clients[pick])
-            Gnew, _ = fedem_aggregate(models.Q[a_idx], counts[torch.from_numpy(pick)], alpha=st.alpha, sim_mode=st.sim,
+            a_idx = torch.as_tensor(clients[pick])
+            Gnew, _ = fedem_aggregate(models.Q[a_idx], counts[torch.as_tensor(pick)], alpha=st.alpha, sim_mode=st.sim,
                                       agg_mode=st.agg if st.agg != "none" else "avg", pca_sign=st.pca_sign, clip=st.clip)
             store.received(clients[pick].tolist(), Gnew)
             bits[pick] = 32.0 * n * d
         elif st.g == "latest":
             store.received([], torch.zeros(0, n, d))
-        costs = sim.system.costs(contexts, bits, cfg.local_steps * epochs_run.numpy())
+        costs = sim.system.costs(contexts, bits, cfg.local_steps * to_numpy(epochs_run))
         tiers = sim.tiers.tier[clients]
         sim.cost["upload_bits"] += np.bincount(tiers, weights=bits, minlength=T)
         sim.cost["compute_s"] += np.bincount(tiers, weights=costs.compute_s, minlength=T)
@@ -225,5 +226,5 @@ def _sampled(models: ClientModels, store: GStore, ds, rho, k: int, split: str):
     """Per-user sampled HR/NDCG@k on ``split`` with every user's own model (holders merged)."""
     users, items = candidates(ds, split)
     holder, G = store.of(users)
-    logits = scores(models, G, holder, items, rho, rows=torch.from_numpy(users))
+    logits = scores(models, G, holder, items, rho, rows=torch.as_tensor(users))
     return sampled_from_scores(users, logits, k), users, items, logits

@@ -28,6 +28,7 @@ the same five steps in :mod:`rf2.personalised`.
 """
 from __future__ import annotations
 
+import functools
 import math
 import resource
 import time
@@ -49,6 +50,7 @@ from rf2.clients.reference import ReferenceEngine
 from rf2.config import RunConfig
 from rf2.data import FeatureEncoder, InteractionDataset, load_dataset
 from rf2.data.cache import load as load_cached
+from rf2.device import resolve_device, to_numpy
 from rf2.evaluation import OVERALL, TierMetrics, tier_metrics
 from rf2.evaluation.scores import EvalScores
 from rf2.models import RecModel, build_model
@@ -137,6 +139,18 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+def on_device(method):
+    """Run a :class:`Simulation` method inside ``torch.device(self.device)``: every tensor created
+    there without a device is created on the run's device (:mod:`rf2.device`)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with torch.device(self.device):
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Simulation:
     def __init__(
         self,
@@ -146,6 +160,11 @@ class Simulation:
         progress: bool = True,
     ):
         self.config = config
+        self.device = resolve_device(config.device)
+        with torch.device(self.device):
+            self._setup(config, dataset, tiers, progress)
+
+    def _setup(self, config: RunConfig, dataset, tiers, progress: bool) -> None:
         t0 = time.perf_counter()
         self.dataset = dataset if dataset is not None else load_cached(config.dataset, config.dataset_options)
         self.tiers = tiers if tiers is not None else map_tiers(self.dataset, config.mapping, config.n_tiers, seed=config.seed)
@@ -158,9 +177,10 @@ class Simulation:
         # training randomness (model init, selection, clients): the run's seed, or for a noise-floor
         # replicate another stream with the same tiers (rf2.evaluation.uncertainty)
         self.train_seed = config.seed if config.replicate == 0 else int_seed(config.seed, "replicate", config.replicate)
-        self.model: RecModel = build_model(
-            config.model, self.dataset.schema, seed=int_seed(self.train_seed, "model"), **config.model_options
-        )
+        with torch.device("cpu"):  # built from the seeded CPU RNG, then moved: the same weights on every device
+            model = build_model(config.model, self.dataset.schema, seed=int_seed(self.train_seed, "model"),
+                                **config.model_options)
+        self.model: RecModel = model.to(self.device)
         if hasattr(self.model, "bind_dataset"):  # models that score with each user's training data (lightgcn's local graphs)
             self.model.bind_dataset(self.dataset)
         # The global model θ: the model's own parameter storage, updated in place by the server.
@@ -250,6 +270,7 @@ class Simulation:
                              f"per client), but only {have / 1e6:,.0f} MB are available; lower clients_per_round or "
                              "the model's size")
 
+    @on_device
     def train_round(self, round_: int, epoch: int, chosen: np.ndarray) -> dict:
         cfg, ds, opt = self.config, self.dataset, self.optimization
         candidates = make_contexts(self.train_seed, chosen, self.tiers.tier, self.tiers.names, round_, epoch,
@@ -266,7 +287,7 @@ class Simulation:
                                              loss_args=loss_args or None, optimizer=cfg.client_optimizer)
         updates = self.keep_private(updates, clients, private)
         updates = opt.encode(updates)
-        bits = opt.upload_bits(updates).numpy()
+        bits = to_numpy(opt.upload_bits(updates))
         updates = opt.decode(updates)
         update = opt.aggregate(updates)
         self.server.step(self.params, update)
@@ -309,7 +330,7 @@ class Simulation:
         local epochs trained), for the system model's compute time."""
         if updates.epochs_run is None:
             return self.config.local_steps * self.config.local_epochs
-        return self.config.local_steps * updates.epochs_run.numpy()
+        return self.config.local_steps * to_numpy(updates.epochs_run)
 
     def keep_private(self, updates, clients: np.ndarray, private: dict | None):
         """Each client keeps its trained private parameters (HeteFedRec §III): client-keyed table rows
@@ -330,6 +351,7 @@ class Simulation:
         return self.system.costs(contexts, np.full(len(contexts), self.full_bits),
                                  self.config.local_steps * self.config.local_epochs).total_s
 
+    @on_device
     def run(self) -> RunResult:
         if not self.optimization.collaborative:  # Standalone: no server, every client alone
             from rf2.standalone import run_standalone
@@ -408,6 +430,7 @@ class Simulation:
 
     # -- evaluation ------------------------------------------------------------------------------
     @torch.no_grad()
+    @on_device
     def predict(self, idx: np.ndarray) -> np.ndarray:
         if self.private_dense:
             return self._predict_private(idx)
@@ -415,7 +438,7 @@ class Simulation:
         self.model.eval()
         out = []
         for a in range(0, idx.size, self.config.eval_batch_size):
-            out.append(self.model(self.encoder.encode(idx[a : a + self.config.eval_batch_size])).numpy())
+            out.append(to_numpy(self.model(self.encoder.encode(idx[a : a + self.config.eval_batch_size]))))
         self.model.train(was)
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
@@ -434,10 +457,11 @@ class Simulation:
                 continue
             u = int(users[part[0]])
             p = {**self.params, **{k: self.private_store[k].get(u, self.params[k]) for k in self.private_store}}
-            out[part] = functional_call(self.model, p, (self.encoder.encode(idx[part]),)).numpy()
+            out[part] = to_numpy(functional_call(self.model, p, (self.encoder.encode(idx[part]),)))
         self.model.train(was)
         return out
 
+    @on_device
     def evaluate(self) -> TierMetrics:
         """Per-tier AUC and log loss on the test events; on a leave-one-out dataset with
         ``sampled_k``, the test events are each user's candidates (its test item, label 1, and its
@@ -487,6 +511,7 @@ class Simulation:
                                                self.tiers.names, self.tiers.tier, per_user)
         return metrics
 
+    @on_device
     def validate(self) -> dict[str, float]:
         """Sampled HR/NDCG@``sampled_k`` on the validation items (each user's second newest
         interaction among it + the same evaluation negatives as test), overall (mean over users):

@@ -33,6 +33,7 @@ from optimizations import make_contexts
 
 from rf2.clients.batch import RoundBatch
 from rf2.clients.reference import table_index_columns
+from rf2.device import to_numpy
 from rf2.evaluation import TierMetrics, tier_metrics
 from rf2.evaluation.scores import EvalScores
 from rf2.evaluation.ranking import _csr, ranking_by_user, ranking_frame, ranking_from_scores, relevant_and_excluded
@@ -146,13 +147,13 @@ def run_standalone(sim: "Simulation") -> "RunResult":
             with client_model(params, {k: v[i] for k, v in dense.items()}, own_rows), torch.no_grad():
                 pos = tpos[tptr[c]: tptr[c + 1]]
                 if pos.size:
-                    logits[pos] = model(sim.encoder.encode(test[pos])).numpy()
+                    logits[pos] = to_numpy(model(sim.encoder.encode(test[pos])))
                 if ranking is not None and has_relevant[c]:
                     ranked.append(c)
-                    scores.append(model(sim.encoder.encode_pairs(np.full(ds.n_items, c), all_items)).numpy())
+                    scores.append(to_numpy(model(sim.encoder.encode_pairs(np.full(ds.n_items, c), all_items))))
                 if cfg.sampled_k and cand_row[c] >= 0:
                     its = cand_items[cand_row[c]]
-                    cand_scores[cand_row[c]] = model(sim.encoder.encode_pairs(np.full(its.size, c), its)).numpy()
+                    cand_scores[cand_row[c]] = to_numpy(model(sim.encoder.encode_pairs(np.full(its.size, c), its)))
             scored[c] = True
         if ranked:
             ranking.append(ranking_from_scores(np.array(ranked), np.stack(scores), ds.n_items, cfg.ranking_k, sets))

@@ -149,6 +149,9 @@ LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate",
 #: (``eval_batch_size``'s default was 65,536 until 1 December 2026; it is now 8,192, which is ~2x
 #: faster and ~0.8 GB lighter at MovieLens-20M size: benchmarks/README.md, issue 15)
 PERFORMANCE_FIELDS = {"eval_batch_size": 65536}
+#: where a run computes, not what: never part of its id (a sweep may resume on another machine);
+#: the device is still recorded in each run's configuration
+PLACEMENT_FIELDS = ("device",)
 
 
 def run_id(cfg: RunConfig) -> str:
@@ -158,6 +161,8 @@ def run_id(cfg: RunConfig) -> str:
         if d.get(k) == defaults[k]:
             d.pop(k)
     d.update(PERFORMANCE_FIELDS)
+    for k in PLACEMENT_FIELDS:
+        d.pop(k, None)
     digest = hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
     rep = f"__rep{cfg.replicate}" if cfg.replicate else ""
     slug = re.sub(r"[^A-Za-z0-9._=-]+", "-", f"{cfg.mapping}__{cfg.optimization}__seed{cfg.seed}{rep}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from rf2.clients.updates import Background, ClientUpdates, TableRows
+from rf2.device import cpu_draw
 
 
 @dataclass
@@ -90,7 +91,7 @@ def background_sum(t: TableRows, w: torch.Tensor, mode: str | None = None) -> to
             if bg.step[c] == 0 and bg.low[c] == 0:
                 continue
             g = torch.Generator().manual_seed(bg.seeds[c])
-            x = bg.low[c] + bg.step[c] * (torch.rand((V, D), generator=g) < bg.p_up[c]).to(out.dtype)
+            x = bg.low[c] + bg.step[c] * (cpu_draw(torch.rand, (V, D), generator=g, device=out.device) < bg.p_up[c]).to(out.dtype)
             x[t.rows[t.ptr[c] : t.ptr[c + 1]]] = 0.0  # touched rows carry their own values
             out.add_(w[c] * x)
         return out
@@ -103,5 +104,5 @@ def background_sum(t: TableRows, w: torch.Tensor, mode: str | None = None) -> to
     mean.index_add_(0, t.rows, -mean_c[client])
     var.index_add_(0, t.rows, -var_c[client])
     g = torch.Generator().manual_seed(bg.seeds[0] if bg.seeds else 0)
-    z = torch.randn((V, D), generator=g, dtype=torch.float64)
+    z = cpu_draw(torch.randn, (V, D), generator=g, dtype=torch.float64)
     return (mean[:, None] + var.clamp_min(0).sqrt()[:, None] * z).to(t.values.dtype)

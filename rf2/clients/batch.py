@@ -64,7 +64,7 @@ class RoundBatch:
                 clients=clients,
                 X=encoder.encode(idx),
                 y=encoder.labels(idx),
-                ptr=torch.from_numpy(np.r_[0, np.cumsum(counts)].astype(np.int64)),
+                ptr=torch.as_tensor(np.r_[0, np.cumsum(counts)].astype(np.int64)),
             )
         if seeds is None:
             raise ValueError(f"negatives={k} needs seeds: one integer per client (its seed for this round, "
@@ -88,4 +88,4 @@ class RoundBatch:
         X[pos_dest], X[neg_dest] = X_pos, X_neg
         y = np.zeros(P * (1 + k), dtype=np.float32)
         y[pos_dest] = 1.0
-        return cls(clients=clients, X=torch.from_numpy(X), y=torch.from_numpy(y), ptr=torch.from_numpy(out_ptr))
+        return cls(clients=clients, X=torch.as_tensor(X), y=torch.as_tensor(y), ptr=torch.as_tensor(out_ptr))

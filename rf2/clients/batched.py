@@ -29,9 +29,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
+from rf2.device import to_numpy
 from rf2.models import RecModel
 
 from .batch import RoundBatch
@@ -179,7 +181,7 @@ class BatchedEngine:
         valid_losses = torch.full((C,), float("nan"))
         # the validation hold-out: each client's trained and held-out positions (rf2.clients.local.valid_split)
         splits = [valid_split(plan, contexts[c].seed, int(counts[c])) for c in range(C)] if plan.valid_fraction else None
-        train_counts = counts - torch.from_numpy(plan.n_valid(counts.numpy()))
+        train_counts = counts - torch.as_tensor(plan.n_valid(to_numpy(counts)))
 
         def loss_fn(p, Xc, yc, wc, la):
             if custom:
@@ -195,7 +197,7 @@ class BatchedEngine:
         # and may skip work they switch off (hetencf: sub-models with coefficient 0)
         step_fn = vmap(grad_and_value(loss_fn), in_dims=(0, 0, 0, 0, None))
         value_fn = vmap(loss_fn, in_dims=(0, 0, 0, 0, None))
-        n_batches = torch.from_numpy(plan.n_batches(train_counts.numpy()))
+        n_batches = torch.as_tensor(plan.n_batches(to_numpy(train_counts)))
         total_steps = n_batches * plan.epochs * plan.steps
         for b, la in self.loss_groups(train_counts, loss_args, None if plan.full_batch else total_steps):
             Cb = b.numel()
@@ -313,9 +315,9 @@ class BatchedEngine:
         else:
             for i, c in enumerate(clients.tolist()):
                 nc, start = int(n[i]), int(ptr[c])
-                own = torch.arange(nc) if trained is None else torch.from_numpy(trained[i])
+                own = torch.arange(nc) if trained is None else torch.as_tensor(trained[i])
                 for e, order in enumerate(batch_orders(plan, contexts[c].seed, nc)):
-                    out[i, e, :nc] = own[torch.from_numpy(order)] + start
+                    out[i, e, :nc] = own[torch.as_tensor(order)] + start
         return out.reshape(clients.numel(), plan.epochs, nb_max, width)
 
     @staticmethod
@@ -324,7 +326,7 @@ class BatchedEngine:
         samples (``own[i]``: positions among client ``clients[i]``'s samples), -1 padding."""
         sizes = torch.tensor([o.size for o in own], dtype=torch.long)
         width = max(1, int(sizes.max()) if sizes.numel() else 1)
-        flat = torch.from_numpy(np.concatenate(own).astype(np.int64)) if sizes.sum() else torch.zeros(0, dtype=torch.long)
+        flat = torch.as_tensor(np.concatenate(own).astype(np.int64)) if sizes.sum() else torch.zeros(0, dtype=torch.long)
         row = torch.repeat_interleave(torch.arange(clients.numel()), sizes)
         col = torch.arange(flat.numel()) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
         out = torch.full((clients.numel(), width), -1, dtype=torch.long)
@@ -346,8 +348,8 @@ class BatchedEngine:
             members = torch.nonzero(group == g).flatten()
             args = {k: v[members[0]] for k, v in loss_args.items()}
             key = counts if steps is None else steps
-            for bucket in plan_buckets(key[members].numpy(), self.slack, self.max_cells):
-                yield members[torch.from_numpy(bucket)], args
+            for bucket in plan_buckets(to_numpy(key[members]), self.slack, self.max_cells):
+                yield members[torch.as_tensor(bucket)], args
 
     def flat_updates(self, model, params, batch: RoundBatch, contexts, opt, owners: dict[str, str]) -> ClientUpdates:
         """Every client's one-step update from ONE forward/backward pass over the pooled samples.
@@ -420,7 +422,7 @@ class BatchedEngine:
         g_tables = dict(zip(leaves, grads[: len(leaves)]))
         g_out = iter(grads[len(leaves):])
         dense = {k: torch.zeros((C, *params[k].shape), dtype=params[k].dtype) for k in owners}
-        buckets = [torch.from_numpy(b) for b in plan_buckets(counts.numpy(), self.slack, self.max_cells)]
+        buckets = [torch.as_tensor(b) for b in plan_buckets(to_numpy(counts), self.slack, self.max_cells)]
         for m in calls:
             wname, bname = f"{m}.weight", f"{m}.bias"
             for inp, _ in calls[m]:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rf2.device import to_numpy
 from rf2.models.fcf import adapter_rho
 
 from . import fedem_compiled
@@ -91,7 +92,7 @@ def _epoch_orders(plan: LocalTraining, ptr: torch.Tensor, clients: torch.Tensor,
     epoch (``epochs × counts[c]`` positions into the round's samples per client): the orders of
     :func:`~rf2.clients.local.batch_orders`, so the same batches in the same order as the
     reference (batch ``j`` of an epoch = its positions ``j * batch_size ...``)."""
-    n = counts[clients].numpy()
+    n = to_numpy(counts[clients])
     out = np.empty(int(n.sum()) * plan.epochs, dtype=np.int64)
     a = 0
     for i, c in enumerate(clients.tolist()):
@@ -200,7 +201,7 @@ class _Layout:
            contexts: Sequence, n_items: int) -> "_Layout":
         counts = ptr[1:] - ptr[:-1]
         C = counts.numel()
-        total = torch.from_numpy(plan.total_steps(counts.numpy()))
+        total = torch.as_tensor(plan.total_steps(to_numpy(counts)))
         cl = torch.argsort(total, descending=True, stable=True)
         cnt = counts[cl]
         pos_all = torch.arange(int(cnt.sum())) + torch.repeat_interleave(ptr[cl] - (cnt.cumsum(0) - cnt), cnt)
@@ -211,9 +212,9 @@ class _Layout:
         rptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(row_client, minlength=C).cumsum(0)])
         local_row = torch.empty(labels.numel(), dtype=torch.long)  # sample -> its row among its client's
         local_row[pos_all] = inv - rptr[owner]
-        cells = torch.from_numpy(_epoch_orders(plan, ptr, cl, counts, contexts))
+        cells = torch.as_tensor(_epoch_orders(plan, ptr, cl, counts, contexts))
         per = cnt * plan.epochs
-        return cls(plan=plan, cl=cl, T=total[cl], n=cnt, nb=torch.from_numpy(plan.n_batches(cnt.numpy())),
+        return cls(plan=plan, cl=cl, T=total[cl], n=cnt, nb=torch.as_tensor(plan.n_batches(to_numpy(cnt))),
                    cstart=per.cumsum(0) - per, rptr=rptr, row_client=row_client, rows=rows,
                    cell_row=local_row[cells], cell_y=labels[cells].to(torch.float32))
 
@@ -253,8 +254,8 @@ def train_batched(models: ClientModels, clients: torch.Tensor, G: torch.Tensor |
     else by tensor operations over all clients in lock-step (:func:`_train_tensor`)."""
     if not (models.P.is_contiguous() and models.Q.is_contiguous()):
         raise ValueError("FedEM training updates the clients' models in place: P and Q must be contiguous tensors")
-    if compiled is None:
-        compiled = fedem_compiled.AVAILABLE
+    if compiled is None:  # numba runs on CPU arrays only
+        compiled = fedem_compiled.AVAILABLE and models.P.device.type == "cpu"
     return (_train_compiled if compiled else _train_tensor)(models, clients, G, holder, items, labels, ptr,
                                                             contexts, cfg)
 
@@ -294,8 +295,8 @@ def _train_compiled(models: ClientModels, clients: torch.Tensor, G: torch.Tensor
     for i, x in enumerate(A.split(sizes, 1)):
         models.A[i][own] = x.reshape(C, *shapes[i])
     losses, epochs_run = torch.zeros(C), torch.zeros(C, dtype=torch.long)
-    losses[lay.cl] = torch.from_numpy(loss).to(torch.float32)
-    epochs_run[lay.cl] = torch.from_numpy(ep)
+    losses[lay.cl] = torch.as_tensor(loss).to(torch.float32)
+    epochs_run[lay.cl] = torch.as_tensor(ep)
     return losses, epochs_run
 
 
@@ -454,7 +455,7 @@ def train_reference(models: ClientModels, clients: torch.Tensor, G: torch.Tensor
         for order in batch_orders(plan, contexts[c].seed if not plan.full_batch else 0, n):
             this = []
             for a in range(0, n, size):
-                idx = torch.from_numpy(order[a : a + size])
+                idx = torch.as_tensor(order[a : a + size])
                 it, y = it_c[idx][None], y_c[idx][None]
                 for _ in range(plan.steps):
                     if train_adapter and g is not None:
@@ -484,7 +485,7 @@ def scores(models: ClientModels, G: torch.Tensor | None, holder: torch.Tensor, i
     """``[C, k]`` logits of each client's candidate ``items`` with its own model (client ``c``'s
     is the models' row ``rows[c]``; default ``c``); holders score with their table merged once with
     their ``G`` (``[H, n, d]``, holders in client order; §5)."""
-    it = torch.from_numpy(np.asarray(items, dtype=np.int64))
+    it = torch.as_tensor(np.asarray(items, dtype=np.int64))
     own = torch.arange(it.shape[0]) if rows is None else rows
     with torch.no_grad():
         ql = models.Q[own[:, None], it]  # only the candidates' rows are read, never a whole table
@@ -494,4 +495,4 @@ def scores(models: ClientModels, G: torch.Tensor | None, holder: torch.Tensor, i
             A = [a[own[h]] for a in models.A]
             r = adapter_rho(A, qh, g) if rho is None else torch.full(qh.shape[:2], float(rho))
             ql[h] = qh + r[..., None] * (g - qh)
-        return (models.P[own][:, None, :] * ql).sum(-1).numpy()
+        return to_numpy((models.P[own][:, None, :] * ql).sum(-1))

@@ -115,8 +115,8 @@ class ReferenceEngine:
             if plan.valid_fraction:
                 train_pos, valid_pos = valid_split(plan, contexts[c].seed, X.shape[0])
             if valid_pos.size:  # held out this round: never in a batch (rf2.clients.local)
-                Xv, yv = X[torch.from_numpy(valid_pos)], y[torch.from_numpy(valid_pos)]
-                X, y = X[torch.from_numpy(train_pos)], y[torch.from_numpy(train_pos)]
+                Xv, yv = X[torch.as_tensor(valid_pos)], y[torch.as_tensor(valid_pos)]
+                X, y = X[torch.as_tensor(train_pos)], y[torch.as_tensor(train_pos)]
             best = None  # (validation loss, parameters, epoch) of the best epoch so far
             n = X.shape[0]
             size = n if plan.full_batch else plan.batch_size
@@ -127,7 +127,7 @@ class ReferenceEngine:
                     if plan.full_batch:
                         Xb, yb = X, y
                     else:
-                        idx = torch.from_numpy(order[a : a + size])
+                        idx = torch.as_tensor(order[a : a + size])
                         Xb, yb = X[idx], y[idx]
                     for step in range(plan.steps):
                         loss = client_loss(model, masked(local, masks, c), Xb, yb, la)

@@ -75,10 +75,10 @@ class FeatureEncoder:
 
     def encode(self, idx: np.ndarray) -> torch.Tensor:
         """Model input rows for events ``idx``."""
-        return torch.from_numpy(self.encode_numpy(idx))
+        return torch.as_tensor(self.encode_numpy(idx))
 
     def labels(self, idx: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.dataset.label[np.asarray(idx, dtype=np.int64)].astype(np.float32))
+        return torch.as_tensor(self.dataset.label[np.asarray(idx, dtype=np.int64)].astype(np.float32))
 
     def dense_columns(self) -> list[tuple[int, int]]:
         return [self.schema.columns[f.name] for f in self.schema.features if isinstance(f, DenseFeature)]
@@ -189,4 +189,4 @@ class FeatureEncoder:
         self, users: np.ndarray, items: np.ndarray, event_features: Mapping[str, object] | None = None
     ) -> torch.Tensor:
         """Model input rows for ``(user, item)`` pairs (see :meth:`encode_pairs_numpy`)."""
-        return torch.from_numpy(self.encode_pairs_numpy(users, items, event_features))
+        return torch.as_tensor(self.encode_pairs_numpy(users, items, event_features))

@@ -56,6 +56,7 @@ import pandas as pd
 import torch
 
 from rf2.data import FeatureEncoder, InteractionDataset
+from rf2.device import to_numpy
 
 from .metrics import OVERALL
 
@@ -203,10 +204,10 @@ def iter_item_scores(
         for a in range(0, users.size, chunk):
             us = users[a : a + chunk]
             if grid is not None:
-                yield us, grid(encoder.encode_pairs(us, np.zeros(us.size, dtype=np.int64)), X_items).numpy()
+                yield us, to_numpy(grid(encoder.encode_pairs(us, np.zeros(us.size, dtype=np.int64)), X_items))
                 continue
             X = encoder.encode_pairs(np.repeat(us, n_items), np.tile(all_items, us.size))
-            yield us, model(X).reshape(us.size, n_items).numpy()
+            yield us, to_numpy(model(X).reshape(us.size, n_items))
     finally:
         model.train(was)
 

@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from rf2.data import FeatureEncoder, InteractionDataset
+from rf2.device import to_numpy
 
 from .ranking import _as_array, _ks, ranking_frame
 
@@ -107,7 +108,7 @@ def score_candidates(model: torch.nn.Module, dataset: InteractionDataset, encode
     try:
         for a in range(0, n, chunk):
             us, its = users[a:a + chunk], items[a:a + chunk]
-            out[a:a + chunk] = model(encoder.encode_pairs(np.repeat(us, c), its.ravel())).reshape(us.size, c).numpy()
+            out[a:a + chunk] = to_numpy(model(encoder.encode_pairs(np.repeat(us, c), its.ravel())).reshape(us.size, c))
     finally:
         model.train(was)
     return out

@@ -184,9 +184,9 @@ class LocalGraphs:
                              "build the model from this dataset's schema")
         keys = np.unique(urow * n_i + irow)
         ptr = np.concatenate([[0], np.cumsum(np.bincount(keys // n_i, minlength=n_u))])
-        self.graph_ptr = torch.from_numpy(ptr.astype(np.int64))
-        self.graph_items = torch.from_numpy((keys % n_i).astype(np.int64))
-        self.graph_keys = torch.from_numpy(keys.astype(np.int64))
+        self.graph_ptr = torch.as_tensor(ptr.astype(np.int64))
+        self.graph_items = torch.as_tensor((keys % n_i).astype(np.int64))
+        self.graph_keys = torch.as_tensor(keys.astype(np.int64))
         self.graph_bound = True
 
     def local_graph(self, X: torch.Tensor, urow: torch.Tensor, irow: torch.Tensor, edges: torch.Tensor | None,

@@ -147,6 +147,8 @@ class DeepCTRModel(RecModel):
         if self.has_dnn:
             kwargs["dnn_hidden_units"] = dnn_hidden
         seed = int(torch.randint(0, 2**31 - 1, ()))  # from build_model's seeded, forked RNG
+        # built on the CPU (deepctr's device only places the new layers); a run moves the model to its
+        # device afterwards (rf2.simulation), so the initial weights are the same on every device
         kwargs.update(init_std=embedding_init_std, seed=seed, task="regression", device="cpu", **options)
         linear_cols = [] if "linear_feature_columns" not in accepted else [cols]
         with torch.random.fork_rng(devices=[]):  # BaseModel calls torch.manual_seed(seed)
