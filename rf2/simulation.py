@@ -50,7 +50,7 @@ from rf2.clients.reference import ReferenceEngine
 from rf2.config import RunConfig
 from rf2.data import FeatureEncoder, InteractionDataset, load_dataset
 from rf2.data.cache import load as load_cached
-from rf2.device import resolve_device, to_numpy
+from rf2.device import device_scope, resolve_device, to_numpy
 from rf2.evaluation import OVERALL, TierMetrics, tier_metrics
 from rf2.evaluation.scores import EvalScores
 from rf2.models import RecModel, build_model
@@ -140,12 +140,12 @@ def available_memory_bytes() -> int | None:
 
 
 def on_device(method):
-    """Run a :class:`Simulation` method inside ``torch.device(self.device)``: every tensor created
-    there without a device is created on the run's device (:mod:`rf2.device`)."""
+    """Run a :class:`Simulation` method on the run's device: every tensor created there without a
+    device is created on it (:func:`rf2.device.device_scope`)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with torch.device(self.device):
+        with device_scope(self.device):
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -161,7 +161,7 @@ class Simulation:
     ):
         self.config = config
         self.device = resolve_device(config.device)
-        with torch.device(self.device):
+        with device_scope(self.device):
             self._setup(config, dataset, tiers, progress)
 
     def _setup(self, config: RunConfig, dataset, tiers, progress: bool) -> None:
