@@ -436,11 +436,15 @@ class Simulation:
             return self._predict_private(idx)
         was = self.model.training
         self.model.eval()
-        out = []
-        for a in range(0, idx.size, self.config.eval_batch_size):
-            out.append(to_numpy(self.model(self.encoder.encode(idx[a : a + self.config.eval_batch_size]))))
+        # one array written batch by batch: keeping every batch's output alive instead (views of
+        # small tensors between the large freed temporaries) fragmented the heap, +1.6 GB per 2M
+        # events at Taobao size (benchmarks/README.md, issue 15)
+        out = np.empty(idx.size, dtype=np.float32)
+        bs = self.config.eval_batch_size
+        for a in range(0, idx.size, bs):
+            out[a : a + bs] = to_numpy(self.model(self.encoder.encode(idx[a : a + bs])))
         self.model.train(was)
-        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        return out
 
     def _predict_private(self, idx: np.ndarray) -> np.ndarray:
         """Scores with each user's own private dense parameters (one forward pass per user)."""
