@@ -154,3 +154,30 @@ def test_loss_arguments_for_a_model_without_its_own_loss_are_refused(synth, engi
     params = {k: p.detach().clone() for k, p in m.named_parameters()}
     with pytest.raises(ValueError, match=r"\['size'\] given, but model DLRM has no client_loss"):
         engine().client_updates(m, params, batch, [None] * 4, 1, 1.0, loss_args={"size": torch.zeros(4)})
+
+
+@pytest.mark.parametrize("name", ["dlrm", "din"])
+def test_summed_shortcut_on_the_touched_rows_equals_it_on_whole_tables(synth, name, monkeypatch):
+    """Training only the rows a round indexes (tables_read_by_index_only) gives exactly the
+    update of differentiating the whole tables: the same rows, the same values bit for bit."""
+    from rf2.aggregation import RowUpdate
+
+    batch = round_of(synth, 12, seed=7)
+    model = build_model(name, synth.schema, seed=3)
+    assert type(model).tables_read_by_index_only
+    params = {k: p.detach().clone() for k, p in model.named_parameters()}
+    before = {k: v.clone() for k, v in params.items()}
+    rows = BatchedEngine().client_updates(model, params, batch, [None] * 12, 1, 0.7, summed=True)
+    monkeypatch.setattr(type(model), "tables_read_by_index_only", False)
+    whole = BatchedEngine().client_updates(model, params, batch, [None] * 12, 1, 0.7, summed=True)
+    assert set(rows.summed) == set(whole.summed) and rows.shapes == whole.shapes
+    subsets = []
+    for k, u in whole.summed.items():
+        if isinstance(u, RowUpdate):
+            assert torch.equal(rows.summed[k].rows, u.rows) and torch.equal(rows.summed[k].values, u.values), k
+            subsets.append(u.rows.numel() < params[k].shape[0])
+        else:
+            assert torch.equal(rows.summed[k], u), k
+    assert len(subsets) >= 2 and any(subsets)  # the item table is a real subset
+    assert torch.equal(rows.loss, whole.loss)
+    assert all(torch.equal(params[k], before[k]) for k in params)  # the model's tables were not touched

@@ -461,6 +461,12 @@ class BatchedEngine:
         samples. Clients that train the same sub-model (same masks) form one group; an entry's
         average divides by the sample count of the groups that hold it; table rows divide by all
         clients' samples (:func:`rf2.aggregation.fedavg`).
+
+        Only the table rows the round's samples index (and row 0) can change, so for models that
+        read their tables only there (``tables_read_by_index_only``: DLRM, DIN) the gradient is
+        taken with respect to those rows alone, the inputs' indices renumbered into them: no
+        table-sized gradient, zeros or copies per round (at Taobao's 847k items that was most of
+        a round's time, in page faults).
         """
         from rf2.aggregation import RowUpdate
 
@@ -475,13 +481,25 @@ class BatchedEngine:
         else:
             flat = torch.cat([m.reshape(C, -1) for m in masks.values()], dim=1).to(torch.uint8)
             _, group_of = torch.unique(flat, dim=0, return_inverse=True)
+        shapes = {k: tuple(v.shape) for k, v in params.items()}
+        X = batch.X
+        rows_of: dict[str, torch.Tensor] = {}
+        if getattr(model, "tables_read_by_index_only", False) and not (masks and set(masks) & set(table_cols)):
+            X = X.clone()
+            for k, cols in table_cols.items():
+                rows_of[k] = _touched_rows(batch.X, cols, params[k].shape[0])
+                new_index = torch.full((params[k].shape[0],), -1, dtype=torch.long)
+                new_index[rows_of[k]] = torch.arange(rows_of[k].numel())
+                for a, b in cols:
+                    X[:, a:b] = new_index[batch.X[:, a:b].long()].to(X.dtype)
+            params = {k: v[rows_of[k]] if k in rows_of else v for k, v in params.items()}
         num = {k: torch.zeros_like(v) for k, v in params.items()}
         den = {k: torch.zeros_like(v) for k, v in params.items() if k not in table_cols}
         losses = torch.zeros(C)
         for g in torch.unique(group_of).tolist():
             members = torch.nonzero(group_of == g).flatten()
             sel = (group_of[seg] == g)
-            Xg, yg, sg = batch.X[sel], batch.y[sel], seg[sel]
+            Xg, yg, sg = X[sel], batch.y[sel], seg[sel]
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             m = {} if masks is None else {k: masks[k][members[0]] for k in masks}
             eff = {k: v * m[k] if k in m else v for k, v in leaves.items()}
@@ -498,20 +516,16 @@ class BatchedEngine:
         total = counts.sum().to(torch.float32)
         out = {}
         for k in params:
-            if k in table_cols:
-                # the rows any sample indexes, and row 0 as the others: sorted and unique, by marking
-                # (O(rows + entries), not a sort of the ~10^6 history entries)
-                touched = torch.zeros(params[k].shape[0], dtype=torch.bool)
-                touched[0] = True
-                for a, b in table_cols[k]:
-                    touched[batch.X[:, a:b].reshape(-1).long()] = True
-                rows = touched.nonzero().squeeze(1)
+            if k in rows_of:  # trained on its touched rows alone
+                out[k] = RowUpdate(rows_of[k], num[k] / total)
+            elif k in table_cols:
+                rows = _touched_rows(batch.X, table_cols[k], params[k].shape[0])
                 out[k] = RowUpdate(rows, num[k][rows] / total)
             else:
                 out[k] = torch.where(den[k] > 0, num[k] / den[k].clamp_min(1e-30), torch.zeros_like(num[k]))
         return ClientUpdates(
             contexts=list(contexts), weights=counts.to(torch.float32), dense={}, tables={}, masks=masks,
-            loss=losses / counts.to(torch.float32), shapes={k: tuple(v.shape) for k, v in params.items()}, summed=out,
+            loss=losses / counts.to(torch.float32), shapes=shapes, summed=out,
         )
 
     @staticmethod
@@ -521,3 +535,14 @@ class BatchedEngine:
         n = ptr[clients + 1] - start
         j = torch.arange(width)
         return torch.where(j[None, :] < n[:, None], start[:, None] + j[None, :], -1)
+
+
+def _touched_rows(X: torch.Tensor, columns: list[tuple[int, int]], n_rows: int) -> torch.Tensor:
+    """Sorted unique rows of a table that ``X`` indexes in ``columns``, and row 0 (as every engine
+    reports it: :func:`rf2.clients.reference.touched_rows`), by marking: O(rows + entries), not a
+    sort of the ~10^6 history entries of a round."""
+    touched = torch.zeros(n_rows, dtype=torch.bool)
+    touched[0] = True
+    for a, b in columns:
+        touched[X[:, a:b].reshape(-1).long()] = True
+    return touched.nonzero().squeeze(1)

@@ -38,6 +38,10 @@ class HiddenLayer:
 
 class RecModel(nn.Module):
     schema: Schema
+    #: every embedding table is read only at the rows its input columns index (``tables[t](X[:, cols])``,
+    #: no whole-table term): the summed engine may then train on the rows a round touches alone
+    #: (:meth:`rf2.clients.batched.BatchedEngine.summed_update`)
+    tables_read_by_index_only: bool = False
 
     def embedding_tables(self) -> dict[str, str]:
         """Parameter name -> embedding table name, for every embedding table."""

@@ -57,6 +57,7 @@ class Dice(dc_layers.activation.Dice):
 
 
 class DIN(RecModel):
+    tables_read_by_index_only = True
     def __init__(
         self,
         schema: Schema,

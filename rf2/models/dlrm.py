@@ -25,6 +25,7 @@ from .base import HiddenLayer, RecModel, deepctr_columns, dense_inputs, pooled_e
 
 
 class DLRM(RecModel):
+    tables_read_by_index_only = True
     def __init__(
         self,
         schema: Schema,
