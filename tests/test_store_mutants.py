@@ -448,3 +448,48 @@ def test_the_lock_file_is_rw_r__r__and_never_opened_through_a_link(tmp_path):
                                                  "write through links in a results directory: remove it$"):
         S._open_lock(tmp_path)
     assert victim.read_text() == "precious"
+
+
+# -- atomic_write's temporary files and modes; check_entries' message (mutmut run on becae75) ----------
+def test_atomic_write_temporaries_are_hidden_named_after_their_target_and_swept(tmp_path, monkeypatch):
+    """The temporary file is ``.<name>.<random>.tmp`` next to the target (so a write a crash cut
+    short is recognisable and is what remove_stray_temporaries deletes), and the written file is
+    rw-rw-rw- under the process umask, like any file rf2 creates (rw-r--r-- under 022)."""
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append(Path(src))
+        shutil.copy(src, tmp_path / "runs" / Path(src).name)  # the stray copy a kill at this moment leaves
+        return real_replace(src, dst)
+
+    import shutil
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(os, "replace", replace)
+    S.atomic_write(tmp_path / "results.csv", "a\n1\n")
+    monkeypatch.undo()
+    assert len(seen) == 1 and seen[0].parent == tmp_path
+    assert re.fullmatch(r"\.results\.csv\.[^/]+\.tmp", seen[0].name), seen[0].name
+    assert (tmp_path / "results.csv").read_text() == "a\n1\n" and not seen[0].exists()
+    assert S.remove_stray_temporaries(tmp_path) == [tmp_path / "runs" / seen[0].name]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "results.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_linked_entries_are_named_with_the_fix(tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "runs").symlink_to(target)
+    one = (f"{d}: runs is a symlink; rf2 does not write through links in a results directory: remove them (or "
+           "sweep into a new directory)")
+    with pytest.raises(ResultsFormatError) as e:
+        S.check_entries(d)
+    assert str(e.value) == one
+    (d / "results.csv").symlink_to(target / "x.csv")
+    with pytest.raises(ResultsFormatError) as e:
+        S.check_entries(d)
+    assert str(e.value) == one.replace("runs is a symlink", "runs, results.csv are symlinks")
