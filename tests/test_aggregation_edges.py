@@ -171,3 +171,18 @@ def test_gaussian_background_draws_in_double_precision():
     z = torch.randn((40, 2), generator=torch.Generator().manual_seed(11), dtype=torch.float64)
     expect = (mean[:, None] + var.sqrt()[:, None] * z).float()
     assert torch.allclose(background_sum(t, w), expect, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_exact_background_equals_the_entrywise_formula_bit_for_bit(seed):
+    """The exact background picks one of each client's two precomputed addends per entry; with
+    values whose float products round (not the tidy ones above), the sum is still exactly the
+    entry-by-entry ``out += w_c * (low_c + step_c * b)`` of :func:`exact_by_hand`."""
+    g = torch.Generator().manual_seed(seed)
+    low, step = -torch.rand(2, generator=g) / 3, torch.rand(2, generator=g) / 7
+    b = Background(low, step, torch.rand(2, generator=g), [11 + seed, 29 + seed], mode="exact")
+    t = table(b)
+    w = torch.rand(2, generator=g) * 10 / 3
+    got = background_sum(t, w)
+    assert torch.equal(got, exact_by_hand(t, w))
+    assert len(set(got[0].tolist() + got[1].tolist())) > 1  # not constant: the draws matter
