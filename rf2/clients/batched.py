@@ -29,7 +29,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 

@@ -69,9 +69,7 @@ ROWS_PER_CHUNK = 32_768
 
 # -- pure functions on score matrices ---------------------------------------------------------------
 def _as_array(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+    return to_numpy(x) if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def item_mask(sets, n_users: int, n_items: int) -> np.ndarray:
