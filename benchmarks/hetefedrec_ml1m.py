@@ -7,11 +7,15 @@ one tidy CSV per configuration into OUT; re-running skips finished ones.
 
     RF2_DATA_DIR=../shared/data python benchmarks/hetefedrec_ml1m.py run OUT [--epochs 20]
         [--client-optimizer sgd --client-lr 1.0] [--seed 1] [--only "HeteFedRec" "All Small"]
+        [--config benchmarks/hetefedrec_ml1m_protocol.toml --local-epochs 1 --local-valid-fraction 0]
     python benchmarks/hetefedrec_ml1m.py table OUT     # the markdown table of every CSV under OUT
     python benchmarks/hetefedrec_ml1m.py table OUT --by-tier   # NDCG@20 per size group (tier)
 
-``table`` reads every rf2 result CSV under OUT (also ``rf2 sweep`` directories and ``rf2 run
---out`` files) and names each row by its optimisation and model sizes.
+``--config`` picks the sweep file whose ``[run]`` settings every configuration starts from (default
+``hetefedrec_ml1m.toml``, the first reproduction; ``hetefedrec_ml1m_protocol.toml`` is the paper's
+§V protocol, issue 14). ``table`` reads every rf2 result CSV under OUT (also ``rf2 sweep``
+directories, whose noise-floor replicates it leaves out, and ``rf2 run --out`` files) and names each
+row by its optimisation and model sizes.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ CONFIGS = [
     ("HeteFedRec", H, [8, 16, 32]),
 ]
 #: `none` on hetencf 8/16/32 trains everyone at N = 32 with plain NCF's loss: All Large
-ALIASES = {("none", (8, 16, 32)): "All Large",
+ALIASES = {("none", (8, 16, 32)): "All Large", ("none", (32,)): "All Large", ("none", (8,)): "All Small",
            (f"{H}:ddr=0.1", (8, 16, 32)): "HeteFedRec, DDR α=0.1",
            (f"{H}:kd=off:ddr=0.1", (8, 16, 32)): "HeteFedRec w/o RESKD, DDR α=0.1"}
 
@@ -60,14 +64,14 @@ def label_of(optimization: str, sizes) -> str:
     return ALIASES.get(key, f"{optimization} (sizes {list(sizes)})")
 
 
-def run(out: Path, overrides: dict, only: list[str] | None) -> None:
+def run(out: Path, overrides: dict, only: list[str] | None, toml: Path = TOML) -> None:
     from rf2.config import RunConfig
     from rf2.simulation import Simulation
 
     from rf2.config import load_toml
 
     out.mkdir(parents=True, exist_ok=True)
-    data = load_toml(TOML)
+    data = load_toml(toml)
     mapping = data["sweep"]["mappings"][0]  # the sweep file's tier mapping (activity:5:3:2: the size groups)
     base = RunConfig.from_dict({**data["run"], "mapping": mapping}).replace(**overrides)
     unknown = sorted(set(only or []) - {c[0] for c in CONFIGS})
@@ -100,12 +104,14 @@ def load_rows(paths: list[Path], seed: int | None = None) -> pd.DataFrame:
     frames = [pd.read_csv(f) for f in files if f.name not in ("results.csv", "mdac.csv")]
     rows = pd.concat([f for f in frames if {"metric", "tier", "optimization"} <= set(f.columns)], ignore_index=True)
     rows = with_config_defaults(rows)  # older files lack newer settings
+    if "replicate" in rows.columns:  # a sweep's noise-floor runs (`none` retrained) are not configurations
+        rows = rows[rows["replicate"].fillna(0) == 0]
     rows["sizes"] = rows["model_options"].map(lambda s: tuple(ast.literal_eval(s)["sizes"]))
     rows["configuration"] = [label_of(o, s) for o, s in zip(rows["optimization"], rows["sizes"])]
     return rows if seed is None else rows[rows["seed"] == seed]
 
 
-KEYS = ["configuration", "client_optimizer", "client_lr", "epochs"]
+KEYS = ["configuration", "client_optimizer", "client_lr", "epochs", "local_epochs", "train_negatives"]
 
 
 def _ordered(wide: pd.DataFrame) -> pd.DataFrame:
@@ -165,6 +171,9 @@ def main() -> None:
     r.add_argument("--client-lr", type=float)
     r.add_argument("--seed", type=int)
     r.add_argument("--only", nargs="+")
+    r.add_argument("--config", type=Path, default=TOML, help="sweep file of the base [run] settings (default: %(default)s)")
+    r.add_argument("--local-epochs", type=int)
+    r.add_argument("--local-valid-fraction", type=float)
     t = sub.add_parser("table")
     t.add_argument("paths", type=Path, nargs="+")
     t.add_argument("--by-tier", action="store_true", help="NDCG@20 per tier (size group) and MDAC vs All Large")
@@ -173,8 +182,11 @@ def main() -> None:
     a = ap.parse_args()
     if a.cmd == "run":
         overrides = {k: v for k, v in (("epochs", a.epochs), ("client_optimizer", a.client_optimizer),
-                                       ("client_lr", a.client_lr), ("seed", a.seed)) if v is not None}
-        run(a.out, overrides, a.only)
+                                       ("client_lr", a.client_lr), ("seed", a.seed), ("local_epochs", a.local_epochs),
+                                       ("local_valid_fraction", a.local_valid_fraction)) if v is not None}
+        if not a.config.is_file():
+            sys.exit(f"--config {a.config}: no such file; give a sweep TOML such as {TOML}")
+        run(a.out, overrides, a.only, a.config)
     else:
         print(markdown(tier_table(a.paths, seed=a.seed) if a.by_tier else table(a.paths, a.seed)))
         if a.plot:
@@ -192,7 +204,8 @@ def plot_groups(frame: pd.DataFrame, path: Path, metric: str = "NDCG@20") -> Non
     panels = list(frame.groupby([*KEYS[1:], "mapping"], sort=False))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False, sharey=True)
     for ax, (key, sub) in zip(axes[0], panels):
-        by_size = str(key[3]).startswith("activity")
+        opt, lr, epochs, local_epochs, negs, mapping = key
+        by_size = str(mapping).startswith("activity")
         names = {"low": "fewest interactions (low)" if by_size else "low", "mid": "mid",
                  "high": "most interactions (high)" if by_size else "high", "overall": "overall"}
         x = np.arange(len(sub))
@@ -200,7 +213,8 @@ def plot_groups(frame: pd.DataFrame, path: Path, metric: str = "NDCG@20") -> Non
         for j, t in enumerate(tiers):
             ax.bar(x + (j - (len(tiers) - 1) / 2) * width, sub[t], width, label=names[t])
         ax.set_xticks(x, sub["configuration"], rotation=35, ha="right", fontsize=8)
-        ax.set_title(f"client {key[0]} lr {key[1]:g}, {key[2]} epochs, tiers {key[3]}", fontsize=10)
+        drawn = f", 1:{negs:g} negatives re-drawn" if negs else ""
+        ax.set_title(f"client {opt} lr {lr:g}, {epochs} epochs x {local_epochs} local{drawn}\ntiers {mapping}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel(metric)
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

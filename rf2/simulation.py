@@ -48,7 +48,7 @@ from rf2.clients.batch import RoundBatch
 from rf2.clients.batched import BatchedEngine
 from rf2.clients.reference import ReferenceEngine
 from rf2.config import RunConfig
-from rf2.data import FeatureEncoder, InteractionDataset, load_dataset
+from rf2.data import FeatureEncoder, InteractionDataset
 from rf2.data.cache import load as load_cached
 from rf2.device import device_scope, resolve_device, to_numpy
 from rf2.evaluation import OVERALL, TierMetrics, tier_metrics

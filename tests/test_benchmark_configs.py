@@ -63,3 +63,30 @@ def test_hetefedrec_table_reads_run_results(tmp_path):
     assert tt.loc[base_label, "MDAC % vs " + base_label] == 0
     mod.plot_groups(tt.reset_index(), tmp_path / "groups.png")
     assert (tmp_path / "groups.png").stat().st_size > 10_000
+
+
+def test_hetefedrec_table_leaves_out_noise_floor_replicates_and_names_none(tmp_path):
+    mod = load_script()
+    cfg = RunConfig(dataset="synthetic", dataset_options={"n_users": 40, "n_items": 20, "user_id": True},
+                    model="hetencf", model_options={"sizes": [8]}, optimization="none", clients_per_round=20,
+                    ranking_k=20, client_optimizer="adam", client_lr=0.01)
+    rows = Simulation(cfg, progress=False).run().rows()
+    rows.to_csv(tmp_path / "none.csv", index=False)
+    rep = rows.assign(replicate=1, value=rows["value"] + 1.0)  # a sweep's retrained `none`: not a configuration
+    (tmp_path / "runs").mkdir()
+    rep.to_csv(tmp_path / "runs" / "none_rep.csv", index=False)
+    t = mod.table([tmp_path]).set_index("configuration")
+    assert list(t.index) == ["All Small"]  # `none` on sizes [8]
+    want = rows.query("tier == 'overall' and metric == 'ndcg@20'")["value"].item()
+    assert t.loc["All Small", "ndcg@20"] == pytest.approx(want)
+    assert mod.label_of("none", [32]) == "All Large"
+
+
+def test_hetefedrec_script_refuses_a_missing_config(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(BENCH / "hetefedrec_ml1m.py"), "run", str(tmp_path / "out"),
+                        "--config", str(tmp_path / "nope.toml")], capture_output=True, text=True)
+    assert r.returncode != 0 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
