@@ -103,7 +103,10 @@ def load_rows(paths: list[Path], seed: int | None = None) -> pd.DataFrame:
     files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*.csv")))]
     skip = ("results.csv", "mdac.csv", "mdac_summary.csv")  # a sweep's combined tables (empty before two runs pair)
     frames = [pd.read_csv(f) for f in files if f.name not in skip and "tiers" not in f.parent.name and f.stat().st_size]
-    rows = pd.concat([f for f in frames if {"metric", "tier", "optimization"} <= set(f.columns)], ignore_index=True)
+    frames = [f for f in frames if {"metric", "tier", "optimization"} <= set(f.columns)]
+    if not frames:
+        sys.exit(f"no finished rf2 runs under {', '.join(map(str, paths))}: give result CSVs or results directories")
+    rows = pd.concat(frames, ignore_index=True)
     rows = with_config_defaults(rows)  # older files lack newer settings
     if "replicate" in rows.columns:  # a sweep's noise-floor runs (`none` retrained) are not configurations
         rows = rows[rows["replicate"].fillna(0) == 0]
