@@ -98,12 +98,17 @@ def run(out: Path, overrides: dict, only: list[str] | None, toml: Path = TOML) -
 def load_rows(paths: list[Path], seed: int | None = None) -> pd.DataFrame:
     """Every rf2 result row under ``paths`` (of ``seed`` only, if given), labelled with its
     configuration."""
-    from rf2.results import with_config_defaults
+    from rf2.results import load_results, with_config_defaults
 
-    files = [f for p in paths for f in ([p] if p.is_file() else sorted(p.rglob("*.csv")))]
-    skip = ("results.csv", "mdac.csv", "mdac_summary.csv")  # a sweep's combined tables (empty before two runs pair)
-    frames = [pd.read_csv(f) for f in files if f.name not in skip and "tiers" not in f.parent.name and f.stat().st_size]
-    frames = [f for f in frames if {"metric", "tier", "optimization"} <= set(f.columns)]
+    frames = []
+    for p in paths:
+        if p.is_file():
+            frames.append(pd.read_csv(p))
+            continue
+        stores = sorted({f.parent for f in p.rglob("rf2-results.json")})  # `rf2 sweep` directories: their runs
+        frames += [load_results(d) for d in stores]
+        frames += [pd.read_csv(f) for f in sorted(p.rglob("*.csv")) if not any(d in f.parents for d in stores)]
+    frames = [f for f in frames if len(f) and {"metric", "tier", "optimization"} <= set(f.columns)]
     if not frames:
         sys.exit(f"no finished rf2 runs under {', '.join(map(str, paths))}: give result CSVs or results directories")
     rows = pd.concat(frames, ignore_index=True)
