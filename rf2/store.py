@@ -327,9 +327,65 @@ class ResultsStore:
                     per_run.append(t.assign(metric=metric))
                 if len(s):
                     summary.append(s.assign(metric=metric))
-            atomic_write(self.path / "mdac.csv", (pd.concat(per_run, ignore_index=True) if per_run else pd.DataFrame()).to_csv(index=False))
-            atomic_write(self.path / "mdac_summary.csv",
-                         (pd.concat(summary, ignore_index=True) if summary else pd.DataFrame()).to_csv(index=False))
+            for name, parts in (("mdac.csv", per_run), ("mdac_summary.csv", summary)):
+                table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+                table = keep_earlier_intervals(table, self.path / name)
+                atomic_write(self.path / name, table.to_csv(index=False))
+
+
+# the columns an interval row is computed from (its identity is every other column)
+_VALUE_COLUMNS = re.compile(r"^(rc_.*|mdac.*|mean_mdac.*|floor.*|verdict|p_within|.*@\d+_.*|auc_.*)$")
+
+
+def _key_part(x) -> str:
+    """One cell of a row's identity, the same whether it was computed or read back from CSV."""
+    try:
+        return repr(float(x))
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def keep_earlier_intervals(table: pd.DataFrame, earlier_path: Path) -> pd.DataFrame:
+    """``table`` (``mdac.csv`` or ``mdac_summary.csv`` as computed now) with every row that has no
+    interval now (verdict ``no scores``: its runs' per-user scores are gone, e.g. a fresh clone,
+    where ``*.scores.npz`` are not committed) taken from ``earlier_path`` where that file holds the
+    same row *with* its interval: same identity (every non-value column, which for ``mdac.csv``
+    includes the run id) and the same point estimates (overall change and MDAC, to 1e-6). Rewriting
+    a directory's tables so never throws away intervals it computed before."""
+    from rf2.evaluation.uncertainty import NO_SCORES
+
+    if table.empty or "verdict" not in table.columns or not earlier_path.is_file():
+        return table
+    missing = table.index[table["verdict"] == NO_SCORES]
+    if not len(missing):
+        return table
+    try:
+        old = pd.read_csv(earlier_path)
+    except (ValueError, pd.errors.ParserError) as exc:
+        warn_damaged(earlier_path, f"{type(exc).__name__}: {exc}", "its earlier intervals are not kept")
+        return table
+    ident = [c for c in table.columns if not _VALUE_COLUMNS.match(c)]
+    if "verdict" not in old.columns or any(c not in old.columns for c in ident):
+        return table
+    old = old[old["verdict"] != NO_SCORES]
+    by_key = {tuple(_key_part(v) for v in r[ident]): r for _, r in old.iterrows()}
+    out, kept = table.copy(), 0
+    for i in missing:
+        o = by_key.get(tuple(_key_part(v) for v in table.loc[i, ident]))
+        if o is None:
+            continue
+        same = all(abs(float(o[c]) - float(table.loc[i, c])) <= 1e-6
+                   for c in ("rc_overall", "mdac", "mean_mdac") if c in table.columns and c in old.columns
+                   and pd.notna(table.loc[i, c]) and pd.notna(o[c]))
+        if same:
+            shared = [c for c in table.columns if c in old.columns]
+            out[shared] = out[shared].astype(object)
+            out.loc[i, shared] = o[shared].values
+            kept += 1
+    if kept:
+        print(f"rf2: {earlier_path.name}: {kept} row(s) keep the intervals computed earlier "
+              f"(their runs' scores files are gone)", file=sys.stderr)
+    return out
 
 
 def upgrade_results(path: str | Path) -> int:

@@ -201,3 +201,34 @@ def test_per_run_floor_is_reported_without_scores(tmp_path):
     with_scores = mdac_table(rows, scores=out)
     assert with_scores["floor"].iloc[0] == pytest.approx(table["floor"].iloc[0])
     assert len(floor_rows)
+
+
+def test_rewriting_the_tables_without_scores_keeps_the_intervals_computed_before(tmp_path, capsys):
+    """A fresh clone has the runs but not their (uncommitted) scores: rewriting the tables must not
+    turn computed intervals into "no scores", and must not keep an interval for rows that changed."""
+    from rf2.store import ResultsStore
+
+    out = tmp_path / "res"
+    Sweep(spec(mappings=("random",), optimizations=("exclude-lo",), noise_floor=True), out, progress=False,
+          executor="inprocess").run()
+    before = {n: pd.read_csv(out / n) for n in ("mdac.csv", "mdac_summary.csv")}
+    assert (before["mdac_summary.csv"]["verdict"] != "no scores").all()
+    assert before["mdac_summary.csv"]["mdac_lo"].notna().all() and before["mdac.csv"]["mdac_lo"].notna().all()
+    for f in (out / "runs").glob("*.scores.npz"):
+        f.unlink()
+    st = ResultsStore(out)
+    with st.lock():
+        st.write_tables(n_boot=10)  # a different n_boot would change the intervals: they must be the old ones
+    assert "keep the intervals computed earlier" in capsys.readouterr().err
+    for n, old in before.items():
+        pd.testing.assert_frame_equal(pd.read_csv(out / n), old)
+    # the same cell with another point estimate (other runs) is not given the old interval
+    s = pd.read_csv(out / "mdac_summary.csv")
+    s.loc[0, "rc_overall"] += 0.01
+    s.to_csv(out / "mdac_summary.csv", index=False)
+    with st.lock():
+        st.write_tables(n_boot=10)
+    s = pd.read_csv(out / "mdac_summary.csv")
+    assert s.loc[0, "verdict"] == "no scores" and np.isnan(s.loc[0, "mdac_lo"])
+    assert s.loc[0, "rc_overall"] == pytest.approx(before["mdac_summary.csv"].loc[0, "rc_overall"])
+    assert pd.read_csv(out / "mdac.csv")["mdac_lo"].notna().all()  # per run: keyed by run id, still kept
