@@ -14,6 +14,10 @@ that of one federated round (a client's model is kept only as its touched table 
 dense parameters). The result equals training every client through the schedule and keeping
 every model until the end (``tests/test_standalone.py`` checks it against a plain loop).
 
+With ``train_negatives`` (HeteFedRec §V-A), a client's negatives are re-drawn every epoch from its
+seed of that epoch's round (as a federated run draws them), so the item rows it touches change
+from epoch to epoch: :class:`OwnRows` keeps the union of every row it has trained.
+
 Clients without training data (never selected) are scored with ``θ0``. Costs: each round's
 compute goes to the system model; nothing is uploaded (``upload_mb`` is 0).
 """
@@ -32,6 +36,7 @@ from tqdm.auto import tqdm
 from optimizations import make_contexts
 
 from rf2.clients.batch import RoundBatch
+from rf2.clients.batched import _LocalTable
 from rf2.clients.reference import table_index_columns
 from rf2.device import to_numpy
 from rf2.evaluation import TierMetrics, tier_metrics
@@ -66,6 +71,68 @@ def client_model(params: dict[str, torch.Tensor], dense: dict[str, torch.Tensor]
                 params[k][r] = saved_rows[k]
 
 
+
+class OwnRows:
+    """The table rows a group of ``C`` clients have made their own, per table: the rows each client
+    has touched in any epoch so far and its current values of them. Keyed by ``client * n_rows +
+    row`` (sorted), so a client whose touched rows change from epoch to epoch (training negatives
+    re-drawn every epoch) keeps every row it ever trained; a row it has not touched yet is still
+    the initial model's."""
+
+    def __init__(self, n_clients: int):
+        self.C = n_clients
+        self.keys: dict[str, torch.Tensor] = {}  # table -> [R] int64 sorted client * n_rows + row
+        self.values: dict[str, torch.Tensor] = {}  # table -> [R, D]
+        self.n_rows: dict[str, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.keys)
+
+    def _keys(self, k: str, ptr: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        owner = torch.repeat_interleave(torch.arange(self.C), ptr[1:] - ptr[:-1])
+        return owner * self.n_rows[k] + rows
+
+    def update(self, k: str, ptr: torch.Tensor, rows: torch.Tensor, values: torch.Tensor, n_rows: int) -> None:
+        """Clients' new values of the rows they touched (``rows[ptr[c]:ptr[c+1]]`` for client ``c``)."""
+        self.n_rows[k] = n_rows
+        keys = self._keys(k, ptr, rows)
+        if k in self.keys:  # the union; where a row is in both, the new value
+            keys = torch.cat([self.keys[k], keys])
+            values = torch.cat([self.values[k], values])
+            order = torch.sort(keys, stable=True).indices
+            keys, values = keys[order], values[order]
+            last = torch.ones(keys.numel(), dtype=torch.bool)
+            last[:-1] = keys[1:] != keys[:-1]
+            keys, values = keys[last], values[last]
+        self.keys[k], self.values[k] = keys, values.detach()
+
+    def private_rows(self, params: dict[str, torch.Tensor], batch: RoundBatch, tables) -> dict[str, torch.Tensor]:
+        """Each client's own values of the rows this batch touches, in the engines' round layout
+        (per client its touched rows ascending, row 0 included), the initial model's where it has none."""
+        out = {}
+        for k, cols in tables.items():
+            if k not in self.keys:
+                continue
+            lay = _LocalTable(batch.X, batch.segment(), batch.n_clients, cols, self.n_rows[k])
+            rows = lay.rows
+            keys = lay.client * self.n_rows[k] + rows
+            vals = params[k].detach()[rows].clone()
+            at = torch.searchsorted(self.keys[k], keys).clamp(max=self.keys[k].numel() - 1)
+            hit = self.keys[k][at] == keys
+            vals[hit] = self.values[k][at[hit]]
+            out[k] = vals
+        return out
+
+    def of_client(self, i: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Client ``i``'s rows and values per table (for :func:`client_model`)."""
+        out = {}
+        for k, keys in self.keys.items():
+            n = self.n_rows[k]
+            a, b = torch.searchsorted(keys, torch.tensor([i * n, (i + 1) * n])).tolist()
+            out[k] = (keys[a:b] - i * n, self.values[k][a:b])
+        return out
+
+
 def run_standalone(sim: "Simulation") -> "RunResult":
     from rf2.simulation import DivergenceError, RunResult, peak_rss_mb
 
@@ -77,10 +144,6 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     if cfg.valid_every:
         raise ValueError(f"valid_every={cfg.valid_every}: optimization {opt.spec!r} trains every client alone, so there "
                          "are no server rounds to validate after; set valid_every = 0")
-    if cfg.train_negatives:
-        raise ValueError(f"train_negatives={cfg.train_negatives}: optimization {opt.spec!r} trains each client through all "
-                         "its epochs on data gathered once, so negatives cannot be re-drawn every round; set "
-                         "train_negatives = 0 for standalone runs")
     plan = sim.schedule()
     groups = [chosen for _, chosen in plan[: plan.per_epoch]]  # epoch 0; later epochs reuse its groups
     n_rounds = len(groups)
@@ -111,23 +174,25 @@ def run_standalone(sim: "Simulation") -> "RunResult":
     for r, clients in enumerate(bar):
         clients = np.asarray(clients, dtype=np.int64)
         ts = time.perf_counter()
-        batch = RoundBatch.gather(ds, sim.encoder, clients)
+        batch = None if cfg.train_negatives else RoundBatch.gather(ds, sim.encoder, clients)
         C = clients.size
         dense = {k: v.detach().expand(C, *v.shape).clone() for k, v in params.items() if k not in tables}
-        rows: dict[str, torch.Tensor] = {}
-        layout = {}
+        own = OwnRows(C)
         for epoch in range(cfg.epochs):
             round_ = epoch * n_rounds + r
             contexts = make_contexts(sim.train_seed, clients, sim.tiers.tier, sim.tiers.names, round_, epoch,
                                      ds.train_counts[clients])
+            if cfg.train_negatives:  # re-drawn every epoch from each client's stream, as in the federated rounds
+                batch = sim.gather(clients, contexts)
+            private = own.private_rows(params, batch, tables) if own else None
             u = sim.engine.client_updates(model, params, batch, contexts, cfg.local_training, cfg.client_lr,
-                                          opt.client_masks(contexts, model), private=dense, private_rows=rows or None,
+                                          opt.client_masks(contexts, model), private=dense, private_rows=private,
                                           loss_args=opt.client_loss_args(contexts, model) or None,
                                           optimizer=cfg.client_optimizer)
             dense = {k: dense[k] + u.dense[k] for k in dense}
             for k, t in u.tables.items():
-                rows[k] = (rows[k] if k in rows else params[k].detach()[t.rows]) + t.values
-                layout[k] = t
+                start = private[k] if private is not None and k in private else params[k].detach()[t.rows]
+                own.update(k, t.ptr, t.rows, start + t.values, params[k].shape[0])
             w = u.weights
             loss = float((u.loss * w).sum() / w.sum())
             if not math.isfinite(loss):
@@ -143,7 +208,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
         # every client scored with its own model; the group's catalogue scores ranked together
         ranked, scores = [], []
         for i, c in enumerate(clients.tolist()):
-            own_rows = {k: (t.rows[t.ptr[i]: t.ptr[i + 1]], rows[k][t.ptr[i]: t.ptr[i + 1]]) for k, t in layout.items()}
+            own_rows = own.of_client(i)
             with client_model(params, {k: v[i] for k, v in dense.items()}, own_rows), torch.no_grad():
                 pos = tpos[tptr[c]: tptr[c + 1]]
                 if pos.size:

@@ -66,7 +66,7 @@ RUNS = {
                   client_lr=0.01, sampled_k=5),
     "hetefedrec": dict(LOO, model="hetencf", model_options={"sizes": [4, 8, 16]}, optimization="hetefedrec:4,8,16",
                        ranking_k=5),
-    "standalone": dict(LOO, max_rounds=0, train_negatives=0, model="ncf", optimization="standalone",
+    "standalone": dict(LOO, max_rounds=0, model="ncf", optimization="standalone",
                        ranking_k=5),
 }
 
