@@ -71,7 +71,6 @@ def client_model(params: dict[str, torch.Tensor], dense: dict[str, torch.Tensor]
                 params[k][r] = saved_rows[k]
 
 
-
 class OwnRows:
     """The table rows a group of ``C`` clients have made their own, per table: the rows each client
     has touched in any epoch so far and its current values of them. Keyed by ``client * n_rows +
