@@ -38,6 +38,7 @@ from optimizations import make_contexts
 from rf2.clients.batch import RoundBatch
 from rf2.clients.batched import _LocalTable
 from rf2.clients.reference import table_index_columns
+from rf2.clients.updates import TableRows
 from rf2.device import to_numpy
 from rf2.evaluation import TierMetrics, tier_metrics
 from rf2.evaluation.scores import EvalScores
@@ -72,14 +73,13 @@ def client_model(params: dict[str, torch.Tensor], dense: dict[str, torch.Tensor]
 
 
 class OwnRows:
-    """The table rows a group of ``C`` clients have made their own, per table: the rows each client
+    """The table rows a group of clients have made their own, per table: the rows each client
     has touched in any epoch so far and its current values of them. Keyed by ``client * n_rows +
     row`` (sorted), so a client whose touched rows change from epoch to epoch (training negatives
     re-drawn every epoch) keeps every row it ever trained; a row it has not touched yet is still
     the initial model's."""
 
-    def __init__(self, n_clients: int):
-        self.C = n_clients
+    def __init__(self):
         self.keys: dict[str, torch.Tensor] = {}  # table -> [R] int64 sorted client * n_rows + row
         self.values: dict[str, torch.Tensor] = {}  # table -> [R, D]
         self.n_rows: dict[str, int] = {}
@@ -87,14 +87,10 @@ class OwnRows:
     def __bool__(self) -> bool:
         return bool(self.keys)
 
-    def _keys(self, k: str, ptr: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        owner = torch.repeat_interleave(torch.arange(self.C), ptr[1:] - ptr[:-1])
-        return owner * self.n_rows[k] + rows
-
-    def update(self, k: str, ptr: torch.Tensor, rows: torch.Tensor, values: torch.Tensor, n_rows: int) -> None:
-        """Clients' new values of the rows they touched (``rows[ptr[c]:ptr[c+1]]`` for client ``c``)."""
-        self.n_rows[k] = n_rows
-        keys = self._keys(k, ptr, rows)
+    def update(self, k: str, t: TableRows, values: torch.Tensor) -> None:
+        """Clients' new ``values`` of the rows they touched in ``t`` (an engine's update of table ``k``)."""
+        self.n_rows[k] = t.n_rows
+        keys = t.client_of_row() * t.n_rows + t.rows
         if k in self.keys:  # the union; where a row is in both, the new value
             keys = torch.cat([self.keys[k], keys])
             values = torch.cat([self.values[k], values])
@@ -176,7 +172,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
         batch = None if cfg.train_negatives else RoundBatch.gather(ds, sim.encoder, clients)
         C = clients.size
         dense = {k: v.detach().expand(C, *v.shape).clone() for k, v in params.items() if k not in tables}
-        own = OwnRows(C)
+        own = OwnRows()
         for epoch in range(cfg.epochs):
             round_ = epoch * n_rounds + r
             contexts = make_contexts(sim.train_seed, clients, sim.tiers.tier, sim.tiers.names, round_, epoch,
@@ -191,7 +187,7 @@ def run_standalone(sim: "Simulation") -> "RunResult":
             dense = {k: dense[k] + u.dense[k] for k in dense}
             for k, t in u.tables.items():
                 start = private[k] if private is not None and k in private else params[k].detach()[t.rows]
-                own.update(k, t.ptr, t.rows, start + t.values, params[k].shape[0])
+                own.update(k, t, start + t.values)
             w = u.weights
             loss = float((u.loss * w).sum() / w.sum())
             if not math.isfinite(loss):

@@ -369,7 +369,9 @@ def keep_earlier_intervals(table: pd.DataFrame, earlier_path: Path) -> pd.DataFr
         return table
     old = old[old["verdict"] != NO_SCORES]
     by_key = {tuple(_key_part(v) for v in r[ident]): r for _, r in old.iterrows()}
+    shared = [c for c in table.columns if c in old.columns]
     out, kept = table.copy(), 0
+    out[shared] = out[shared].astype(object)  # an old row's values go in as read
     for i in missing:
         o = by_key.get(tuple(_key_part(v) for v in table.loc[i, ident]))
         if o is None:
@@ -378,8 +380,6 @@ def keep_earlier_intervals(table: pd.DataFrame, earlier_path: Path) -> pd.DataFr
                    for c in ("rc_overall", "mdac", "mean_mdac") if c in table.columns and c in old.columns
                    and pd.notna(table.loc[i, c]) and pd.notna(o[c]))
         if same:
-            shared = [c for c in table.columns if c in old.columns]
-            out[shared] = out[shared].astype(object)
             out.loc[i, shared] = o[shared].values
             kept += 1
     if kept:
