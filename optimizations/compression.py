@@ -75,7 +75,43 @@ def stochastic_round(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, levels
 
 def client_uniforms(updates: ClientUpdates, purpose: str, skip: np.ndarray | None = None):
     """A ``U[0,1)`` draw for every stored entry, each client from its own stream. Returns
-    ``(dense: name -> [C, *shape], tables: name -> [R, D])``."""
+    ``(dense: name -> [C, *shape], tables: name -> [R, D])``.
+
+    Client ``c`` draws ONE vector from its own generator, cut in this order: every dense tensor
+    (in ``updates.dense`` order, each flattened), then its rows of every table (in
+    ``updates.tables`` order, row-major). A skipped client draws nothing and gets zeros. The
+    draws are concatenated once and cut by index arithmetic (a per-client loop of slice copies
+    took 27 ms of a 100-client round at MovieLens-20M size); :func:`client_uniforms_reference`
+    is the plain loop, and ``tests/test_compression.py`` holds the two equal."""
+    C = updates.n_clients
+    dense_sizes = [v[0].numel() for v in updates.dense.values()]
+    n_dense = sum(dense_sizes)
+    widths = [t.values.shape[1] for t in updates.tables.values()]
+    entries = [t.counts() * w for t, w in zip(updates.tables.values(), widths)]  # [C] per table
+    per_client = sum(entries, torch.full((C,), n_dense, dtype=torch.long))
+    active = torch.ones(C, dtype=torch.bool) if skip is None else ~torch.as_tensor(np.asarray(skip, dtype=bool))
+    n_draw = to_numpy(torch.where(active, per_client, 0))
+    draws = [cpu_draw(torch.rand, int(n_draw[c]), generator=updates.contexts[c].torch_generator(purpose))
+             for c in range(C) if n_draw[c]]
+    u = torch.cat([torch.zeros(1), *draws]) if draws else torch.zeros(1)  # position 0: a skipped client's zero
+    start = 1 + torch.cumsum(torch.as_tensor(n_draw), 0) - torch.as_tensor(n_draw)  # [C] where client c's draw begins
+    dense, off = {}, 0
+    for (k, v), n in zip(updates.dense.items(), dense_sizes):
+        idx = torch.where(active[:, None], start[:, None] + off + torch.arange(n)[None, :], 0)
+        dense[k] = u[idx].view(v.shape).to(v.dtype)
+        off += n
+    tables, before = {}, torch.full((C,), n_dense, dtype=torch.long)  # entries of c's draw before this table
+    for (k, t), w, e in zip(updates.tables.items(), widths, entries):
+        client = t.client_of_row()
+        row_start = start[client] + before[client] + (torch.arange(t.rows.numel()) - t.ptr[client]) * w  # [R]
+        idx = torch.where(active[client][:, None], row_start[:, None] + torch.arange(w)[None, :], 0)
+        tables[k] = u[idx].view(t.values.shape).to(t.values.dtype)
+        before = before + e
+    return dense, tables
+
+
+def client_uniforms_reference(updates: ClientUpdates, purpose: str, skip: np.ndarray | None = None):
+    """:func:`client_uniforms` as a plain per-client loop (the reference of its test)."""
     C = updates.n_clients
     dense = {k: torch.zeros_like(v) for k, v in updates.dense.items()}
     tables = {k: torch.zeros_like(t.values) for k, t in updates.tables.items()}

@@ -124,10 +124,12 @@ def test_flat_path_equals_vmap_and_reference(request, dataset, model, opts):
     ctx = [None] * batch.n_clients
     ref = ReferenceEngine().client_updates(m, params, batch, ctx, 1, 0.7)
     vm = BatchedEngine(flat=False).client_updates(m, params, batch, ctx, 1, 0.7)
-    # a tiny cell budget forces many buckets in the per-client weight sums
-    flat = BatchedEngine(flat=True, max_cells=500).client_updates(m, params, batch, ctx, 1, 0.7)
-    assert_same_updates(ref, flat)
-    assert_same_updates(vm, flat)
+    # the per-client weight sums both ways: padded buckets (a tiny cell budget forces many), and one
+    # matrix product per client on its own samples
+    for eng in (BatchedEngine(flat=True, max_cells=500, loop_min_mean=float("inf")), BatchedEngine(flat=True, loop_min_mean=0)):
+        flat = eng.client_updates(m, params, batch, ctx, 1, 0.7)
+        assert_same_updates(ref, flat)
+        assert_same_updates(vm, flat)
     assert all(v.abs().max() > 0 for k, v in ref.dense.items() if k.endswith("weight"))
 
 
@@ -181,3 +183,23 @@ def test_summed_shortcut_on_the_touched_rows_equals_it_on_whole_tables(synth, na
     assert len(subsets) >= 2 and any(subsets)  # the item table is a real subset
     assert torch.equal(rows.loss, whole.loss)
     assert all(torch.equal(params[k], before[k]) for k in params)  # the model's tables were not touched
+
+
+@pytest.mark.parametrize("key_range,n_keys", [(50, 400), (5_000, 300), (10_000_000, 2_000), (3_000_000, 1)])
+def test_unique_keys_equals_torch_unique(key_range, n_keys, monkeypatch):
+    """The marking path of the flat engine's (client, row) numbering gives torch.unique's values
+    and inverse exactly, with repeated keys, the range's ends, and on ranges where it falls back
+    to the sort; and the sort fallback is what large ranges take."""
+    import rf2.clients.batched as batched
+
+    g = torch.Generator().manual_seed(key_range + n_keys)
+    keys = torch.cat([torch.randint(0, key_range, (n_keys,), generator=g), torch.tensor([0, key_range - 1, 0])])
+    want_u, want_inv = torch.unique(keys, return_inverse=True)
+    u, inv = batched.unique_keys(keys, key_range)
+    assert u.dtype == torch.long and inv.dtype == torch.long
+    assert torch.equal(u, want_u) and torch.equal(inv, want_inv)
+    sorted_calls = []
+    real = torch.unique
+    monkeypatch.setattr(batched.torch, "unique", lambda *a, **k: sorted_calls.append(1) or real(*a, **k))
+    batched.unique_keys(keys, key_range)
+    assert sorted_calls == ([1] if key_range > max(batched.MARK_RANGE, 16 * keys.numel()) else [])
