@@ -6,7 +6,10 @@ size (138,000 users, 27,000 items, 18.7M events), DLRM, K = 100, one thread, tra
 evaluation), after 2 warm-up rounds each. Per specification: ms per round, the ratio to `none`,
 and where a round's time goes (engine = the clients' updates, encode, aggregate, the rest).
 
-    .venv/bin/python benchmarks/bench_per_client.py [ROUNDS=40] [SPECS=none,prune:1:2:4,...] [CACHE=/tmp/rf2-cache]
+    .venv/bin/python benchmarks/bench_per_client.py [ROUNDS=40] [SPECS=none,prune:1:2:4,...] [CACHE=/tmp/rf2-cache] [HISTORY=50]
+
+HISTORY: the click history's length (`history_maxlen`; 50 is `synthetic`'s default, 10 the RF²
+authors' and rf2's MovieLens default).
 """
 from __future__ import annotations
 
@@ -35,13 +38,14 @@ def timed(stages: dict, name: str, fn):
     return wrapper
 
 
-def main(rounds: int = 40, specs: str = SPECS, cache: str = "/tmp/rf2-cache") -> None:
+def main(rounds: int = 40, specs: str = SPECS, cache: str = "/tmp/rf2-cache", history: int = 50) -> None:
     torch.set_num_threads(1)
-    ds = load("synthetic", ML20M_SIZE, cache)
+    options = dict(ML20M_SIZE, **({} if history == 50 else {"history_maxlen": history}))
+    ds = load("synthetic", options, cache)
     names = specs.split(",")
     sims, scheds, stages = {}, {}, {}
     for spec in names:
-        cfg = RunConfig(dataset="synthetic", dataset_options=ML20M_SIZE, model="dlrm", clients_per_round=100,
+        cfg = RunConfig(dataset="synthetic", dataset_options=options, model="dlrm", clients_per_round=100,
                         optimization=spec)
         sim = Simulation(cfg, dataset=ds, progress=False)
         st = stages[spec] = defaultdict(float)
@@ -61,7 +65,7 @@ def main(rounds: int = 40, specs: str = SPECS, cache: str = "/tmp/rf2-cache") ->
             if i >= 2:
                 total[spec] += time.perf_counter() - t
     base = total[names[0]]
-    print(f"SYNTHETIC MovieLens-20M size ({ds.n_users:,} users, {ds.n_events:,} events), DLRM, K = 100, one thread; "
+    print(f"SYNTHETIC MovieLens-20M size ({ds.n_users:,} users, {ds.n_events:,} events, history {history}), DLRM, K = 100, one thread; "
           f"{rounds} rounds each, round-robin; ms per round (ratio to {names[0]}):")
     for spec in names:
         st = stages[spec]
@@ -72,4 +76,4 @@ def main(rounds: int = 40, specs: str = SPECS, cache: str = "/tmp/rf2-cache") ->
 
 
 if __name__ == "__main__":
-    main(*[int(a) for a in sys.argv[1:2]], *sys.argv[2:4])
+    main(*[int(a) for a in sys.argv[1:2]], *sys.argv[2:4], *[int(a) for a in sys.argv[4:5]])

@@ -385,3 +385,17 @@ def test_client_uniforms_equal_the_plain_per_client_loop(seed):
         for k in ref_t:
             assert torch.equal(fast_t[k], ref_t[k]), k
     assert (client_uniforms(up, "prune")[1]["items"] > 0).all()  # every stored entry drew (none left at zero)
+
+
+def test_quant_background_seeds_are_pinned_per_client_and_shared_by_tables():
+    """Exact Quant's background noise is drawn from each client's "quant-background" seed. The
+    values are pinned (a change would silently change every exact Quant run's noise), each client
+    has its own, and every table of an update carries the same per-client seeds."""
+    up = toy_updates((0, 1, 2, 0))
+    t = up.tables["emb"]
+    up.tables["second"] = TableRows(t.ptr, t.rows, t.values * 2, t.n_rows)
+    enc = parse_optimization("quant:1:2:4").encode(up)
+    pinned = [4076469062620281522, 8850785984361058721, 8104002416551758187, 4724216511621262005]
+    assert enc.tables["emb"].background.seeds == pinned
+    assert enc.tables["second"].background.seeds == pinned
+    assert parse_optimization("quants:1:2:4").encode(up).tables["emb"].background is None  # zero is a grid point
