@@ -72,15 +72,22 @@ class _LocalTable:
         self.rows = uniq - self.client * n_rows  # [R] global rows, per client ascending, row 0 first
         counts = torch.bincount(self.client, minlength=n_clients)
         self.ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
-        local = torch.arange(uniq.numel()) - self.ptr[self.client]
-        self.local_index = local[inv[n_clients:]].reshape(idx.shape)  # [S, k]
+        #: [S, k] each index's position among all clients' local rows stacked in client order
+        #: (``ptr[client] + local_index``): the flat path's table row, minus its padding row
+        self.flat_index = inv[n_clients:].reshape(idx.shape)
+        self.seg = seg
         self.counts = counts
+
+    @property
+    def local_index(self) -> torch.Tensor:
+        """``[S, k]`` each index's row in its own client's local table."""
+        return self.flat_index - self.ptr[self.seg][:, None]
 
     def rewrite(self, X: torch.Tensor) -> None:
         """Point ``X``'s index columns into the local tables (in place)."""
-        start = 0
+        start, local = 0, self.local_index
         for a, b in self.columns:
-            X[:, a:b] = self.local_index[:, start : start + (b - a)].to(X.dtype)
+            X[:, a:b] = local[:, start : start + (b - a)].to(X.dtype)
             start += b - a
 
 
@@ -415,7 +422,7 @@ class BatchedEngine:
             lt = _LocalTable(batch.X, seg, C, cols, params[k].shape[0])
             if int(lt.ptr[-1]) + 1 >= 2**24:
                 raise ValueError("flat path: too many touched rows for float32 indices; use fewer clients per round")
-            flat_idx = 1 + lt.ptr[seg][:, None] + lt.local_index
+            flat_idx = 1 + lt.flat_index
             start = 0
             for a, b in cols:
                 part = flat_idx[:, start : start + (b - a)]
