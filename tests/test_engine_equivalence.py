@@ -185,8 +185,9 @@ def test_summed_shortcut_on_the_touched_rows_equals_it_on_whole_tables(synth, na
     assert all(torch.equal(params[k], before[k]) for k in params)  # the model's tables were not touched
 
 
-@pytest.mark.parametrize("key_range,n_keys", [(50, 400), (5_000, 300), (10_000_000, 2_000), (3_000_000, 1)])
-def test_unique_keys_equals_torch_unique(key_range, n_keys, monkeypatch):
+@pytest.mark.parametrize("key_range,n_keys,sorts", [(50, 400, False), (5_000, 300, False), (10_000_000, 2_000, True),
+                                                    (3_000_000, 1, False)])
+def test_unique_keys_equals_torch_unique(key_range, n_keys, sorts, monkeypatch):
     """The marking path of the flat engine's (client, row) numbering gives torch.unique's values
     and inverse exactly, with repeated keys, the range's ends, and on ranges where it falls back
     to the sort; and the sort fallback is what large ranges take."""
@@ -202,4 +203,9 @@ def test_unique_keys_equals_torch_unique(key_range, n_keys, monkeypatch):
     real = torch.unique
     monkeypatch.setattr(batched.torch, "unique", lambda *a, **k: sorted_calls.append(1) or real(*a, **k))
     batched.unique_keys(keys, key_range)
-    assert sorted_calls == ([1] if key_range > max(batched.MARK_RANGE, 16 * keys.numel()) else [])
+    assert sorted_calls == ([1] if sorts else [])
+    if not sorts:  # the marking path refuses keys outside the range instead of answering wrongly
+        with pytest.raises(ValueError, match="keys must lie in"):
+            batched.unique_keys(torch.cat([keys, torch.tensor([key_range])]), key_range)
+        with pytest.raises(ValueError, match="keys must lie in"):
+            batched.unique_keys(torch.cat([keys, torch.tensor([-1])]), key_range)

@@ -107,6 +107,8 @@ def unique_keys(keys: torch.Tensor, key_range: int) -> tuple[torch.Tensor, torch
     if keys.device.type != "cpu" or key_range > max(MARK_RANGE, 16 * keys.numel()) or key_range >= 2**31:
         return torch.unique(keys, return_inverse=True)
     k = keys.numpy()
+    if k.size and (k.min() < 0 or k.max() >= key_range):
+        raise ValueError(f"unique_keys: keys must lie in [0, {key_range}), got [{k.min()}, {k.max()}]")
     mark = np.zeros(key_range, dtype=bool)
     mark[k] = True
     uniq = np.flatnonzero(mark)
