@@ -37,6 +37,10 @@ def _finite_positive(v) -> bool:
         return False
 
 
+#: what training negatives are drawn from (:func:`rf2.clients.negatives.sample_training_negatives`)
+TRAIN_NEGATIVE_POOLS = ("unrated", "untrained")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     dataset: str = _f("ml-100k", "dataset name (see `rf2 list`)")
@@ -68,6 +72,10 @@ class RunConfig:
                                  "items the user never rated (0: none; FedEM: 4)")
     train_negatives_avoid_eval: bool = _f(False, "training negatives also avoid the user's evaluation negatives "
                                                  "(FedEM's code: false, they may coincide)")
+    train_negatives_pool: str = _f("unrated", "what training negatives are drawn from: unrated (items the user never "
+                                              "rated, so never its test items: FedEM's code, HeteFedRec §V-A's text) | "
+                                              "untrained (items the user has no training event with: its test items "
+                                              "can be drawn, as a client cannot know its future)")
     client_lr: float = _f(1.0, "client learning rate (RF² §5.1: SGD 1.0; HeteFedRec §V-D: Adam 0.001)")
     client_optimizer: str = _f("sgd", "client optimiser for the local steps: sgd | adam (fresh state every round)")
     server_optimizer: str = _f("adagrad", "server optimiser applied to the averaged update: adagrad | sgd")
@@ -120,6 +128,9 @@ class RunConfig:
                 raise ValueError(f"config: {name} must be an integer >= 0{hint}, got {v!r}")
         if not isinstance(self.train_negatives_avoid_eval, bool):
             raise ValueError(f"config: train_negatives_avoid_eval must be true or false, got {self.train_negatives_avoid_eval!r}")
+        if self.train_negatives_pool not in TRAIN_NEGATIVE_POOLS:
+            raise ValueError(f"config: train_negatives_pool must be one of {list(TRAIN_NEGATIVE_POOLS)}, "
+                             f"got {self.train_negatives_pool!r}")
         from rf2.clients.local import EARLY_STOP
 
         if self.local_early_stop not in EARLY_STOP:

@@ -323,7 +323,8 @@ class Simulation:
         if not k:
             return RoundBatch.gather(self.dataset, self.encoder, clients)
         return RoundBatch.gather(self.dataset, self.encoder, clients, negatives=k, seeds=[c.seed for c in contexts],
-                                 exclude_eval_negatives=self.config.train_negatives_avoid_eval)
+                                 exclude_eval_negatives=self.config.train_negatives_avoid_eval,
+                                 pool=self.config.train_negatives_pool)
 
     def passes(self, updates) -> np.ndarray | int:
         """Per client, how many times its samples went through a step this round (local steps x

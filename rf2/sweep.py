@@ -141,7 +141,7 @@ class SweepSpec:
 #: resolves to ``train_clicks`` and gets the id a run that spelled ``train_clicks`` out had.
 LATER_FIELDS = ("ranking_k", "client_optimizer", "ranking_exclude", "replicate", "sampled_k", "valid_every",
                 "select_by", "local_epochs", "local_batch_size", "local_early_stop", "local_early_stop_threshold",
-                "train_negatives", "train_negatives_avoid_eval", "local_valid_fraction")
+                "train_negatives", "train_negatives_avoid_eval", "local_valid_fraction", "train_negatives_pool")
 
 
 #: settings that change only speed and memory, never a score: hashed as this fixed value, the one

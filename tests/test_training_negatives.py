@@ -252,3 +252,32 @@ def test_ml100k_full_round(ml100k_files):
     assert not key & set((owner[:, None] * ds.n_items + neg).ravel().tolist())
     s = np.sort(neg, axis=1)
     assert (s[:, 1:] != s[:, :-1]).all()
+
+
+def test_untrained_pool_draws_the_users_test_items_but_never_its_training_items(loo):
+    """pool="untrained": the pool is the universe minus the user's *training* items only, so its
+    held-out (validation and test) items are drawn like any other; the default "unrated" never
+    draws them. User 0 rated items 0..9; 300 rounds of its positives reach the whole pool."""
+    ds = loo
+    clients = np.zeros(300, dtype=np.int64)
+    train_items = set(ds.item[ds.train_index[ds.train_ptr[0]:ds.train_ptr[1]]].tolist())
+    held_out = rated(ds, 0) - train_items
+    assert held_out and train_items  # the split held something out
+    drawn = set(sample_training_negatives(ds, clients, np.arange(300), k=4, pool="untrained").ravel().tolist())
+    assert drawn == set(range(30)) - train_items  # held-out items included, nothing else rated
+    assert held_out <= drawn
+    default = set(sample_training_negatives(ds, clients, np.arange(300), k=4).ravel().tolist())
+    assert default == set(range(30)) - rated(ds, 0)
+    with pytest.raises(ValueError, match="pool must be 'unrated' or 'untrained'"):
+        sample_training_negatives(ds, clients[:1], [0], k=4, pool="unseen")
+
+
+def test_negative_pool_setting_is_checked_and_reaches_the_round(loo):
+    from rf2.config import RunConfig
+
+    with pytest.raises(ValueError, match=r"train_negatives_pool must be one of \['unrated', 'untrained'\]"):
+        RunConfig(train_negatives_pool="test")
+    enc = FeatureEncoder(loo)
+    a = RoundBatch.gather(loo, enc, np.array([0, 2]), negatives=4, seeds=[5, 6], pool="untrained")
+    b = RoundBatch.gather(loo, enc, np.array([0, 2]), negatives=4, seeds=[5, 6])
+    assert a.X.shape == b.X.shape and not torch.equal(a.X, b.X)  # same layout, other draws

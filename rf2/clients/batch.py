@@ -34,7 +34,8 @@ class RoundBatch:
 
     @classmethod
     def gather(cls, dataset: InteractionDataset, encoder: FeatureEncoder, clients: np.ndarray, negatives: int = 0,
-               seeds: Sequence[int] | None = None, exclude_eval_negatives: bool = False) -> "RoundBatch":
+               seeds: Sequence[int] | None = None, exclude_eval_negatives: bool = False,
+               pool: str = "unrated") -> "RoundBatch":
         """The training samples of ``clients`` (user ids, in round order), grouped per client.
 
         ``negatives=0`` (the default): each client's training events, labels as in the dataset.
@@ -75,7 +76,7 @@ class RoundBatch:
             raise ValueError(f"negatives={k}: sampled training negatives are for implicit feedback, where every "
                              f"training event is a positive (e.g. split='leave-one-out'); user {u} has a training "
                              "event with label 0")
-        neg = sample_training_negatives(dataset, clients, seeds, k, exclude_eval_negatives)
+        neg = sample_training_negatives(dataset, clients, seeds, k, exclude_eval_negatives, pool)
         X_pos = encoder.encode_numpy(idx)
         X_neg = encode_negatives(encoder, X_pos, neg)
         # per client: its n positives, then its n * k negatives

@@ -79,6 +79,7 @@ def sample_training_negatives(
     seeds: Sequence[int],
     k: int = 4,
     exclude_eval_negatives: bool = False,
+    pool: str = "unrated",
 ) -> np.ndarray:
     """``[P, k]`` int64 item indices: ``k`` distinct negatives for each training positive of
     ``clients`` (see the module doc for the pool, the randomness and the algorithm).
@@ -90,6 +91,13 @@ def sample_training_negatives(
     ``seeds[j]`` is client ``clients[j]``'s seed for this round (one integer per client). A client
     whose pool (universe minus rated items, minus its evaluation negatives if
     ``exclude_eval_negatives``) holds fewer than ``k`` items is a ``ValueError`` naming it and ``k``.
+
+    ``pool``: ``"unrated"`` (default) excludes every item the user rated, its test items included
+    (FedEM's code; HeteFedRec §V-A: "items the user never interacted with"); ``"untrained"``
+    excludes only the items of its training events, so its test items can be drawn like any other
+    item. With ``"unrated"`` a test item is never a training negative: a model that learns per user
+    and per item (Standalone: each client's own item table) can learn "never shown as a negative"
+    and rank its test items first; ``"untrained"`` uses only what a client can know.
 
     Measured on 2 shared cores (load ~5): all 943 ML-100K leave-one-out clients, 98,114 positives,
     k = 4: 80-110 ms per round for the draws (about 25 ms of it the per-client generators), 230 ms
@@ -117,8 +125,14 @@ def sample_training_negatives(
     n = universe.size
     where = np.cumsum(present) - 1  # item -> its position in the universe (for items in it)
     user_ptr = np.r_[0, np.cumsum(np.bincount(ds.user, minlength=ds.n_users))].astype(np.int64)  # events sorted by user
-    ev_counts = user_ptr[clients + 1] - user_ptr[clients]
-    ev = _ranges(user_ptr[clients], ev_counts)
+    if pool == "unrated":  # every event of the user: train, validation and test
+        ev_counts = user_ptr[clients + 1] - user_ptr[clients]
+        ev = _ranges(user_ptr[clients], ev_counts)
+    elif pool == "untrained":  # its training events only
+        ev_counts = n_pos
+        ev = ds.train_index[_ranges(ds.train_ptr[clients], n_pos)]
+    else:
+        raise ValueError(f"training negatives: pool must be 'unrated' or 'untrained', got {pool!r}")
     owner = np.repeat(np.arange(C, dtype=np.int64), ev_counts)
     key = owner * n + where[ds.item[ev]]
     if exclude_eval_negatives:
@@ -138,9 +152,9 @@ def sample_training_negatives(
     short = np.flatnonzero(m < k)
     if short.size:
         c = int(short[0])
-        pool = "items it never rated and that are not among its evaluation negatives" if exclude_eval_negatives \
-            else "items it never rated"
-        raise ValueError(f"user {int(clients[c])} has only {int(m[c])} {pool} (of {n} with an interaction), fewer than "
+        what = "items it never rated" if pool == "unrated" else "items it has no training event with"
+        what += " and that are not among its evaluation negatives" if exclude_eval_negatives else ""
+        raise ValueError(f"user {int(clients[c])} has only {int(m[c])} {what} (of {n} with an interaction), fewer than "
                          f"the k={k} distinct training negatives needed per positive")
 
     # 2. Floyd's algorithm: column s uniform in [0, m - k + s], a repeat within the row replaced by m - k + s
