@@ -131,6 +131,9 @@ class RunConfig:
         if self.train_negatives_pool not in TRAIN_NEGATIVE_POOLS:
             raise ValueError(f"config: train_negatives_pool must be one of {list(TRAIN_NEGATIVE_POOLS)}, "
                              f"got {self.train_negatives_pool!r}")
+        if self.train_negatives_pool != "unrated" and not self.train_negatives:
+            raise ValueError(f"config: train_negatives_pool = {self.train_negatives_pool!r} only matters with drawn "
+                             "training negatives; set train_negatives (e.g. 4) or leave the pool at 'unrated'")
         from rf2.clients.local import EARLY_STOP
 
         if self.local_early_stop not in EARLY_STOP:

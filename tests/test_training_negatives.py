@@ -276,7 +276,10 @@ def test_negative_pool_setting_is_checked_and_reaches_the_round(loo):
     from rf2.config import RunConfig
 
     with pytest.raises(ValueError, match=r"train_negatives_pool must be one of \['unrated', 'untrained'\]"):
-        RunConfig(train_negatives_pool="test")
+        RunConfig(train_negatives_pool="test", train_negatives=4)
+    with pytest.raises(ValueError, match="only matters with drawn training negatives; set train_negatives"):
+        RunConfig(train_negatives_pool="untrained")  # no negatives drawn: the setting would do nothing
+    assert RunConfig(train_negatives_pool="untrained", train_negatives=4).train_negatives_pool == "untrained"
     enc = FeatureEncoder(loo)
     a = RoundBatch.gather(loo, enc, np.array([0, 2]), negatives=4, seeds=[5, 6], pool="untrained")
     b = RoundBatch.gather(loo, enc, np.array([0, 2]), negatives=4, seeds=[5, 6])

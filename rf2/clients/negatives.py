@@ -7,7 +7,9 @@ negatives per positive, drawn afresh at the start of every round:
   minus every item ``u`` ever rated (train + validation + test);
 * the draws of different positives are independent, so a negative can repeat within a user;
 * the user's evaluation negatives (``dataset.eval_negatives[u]``) stay in the pool, as in the
-  authors' code; ``exclude_eval_negatives=True`` removes them too.
+  authors' code; ``exclude_eval_negatives=True`` removes them too;
+* ``pool="untrained"`` subtracts only the user's *training* items, so its held-out items can be
+  drawn (see :func:`sample_training_negatives`).
 
 Item universe
     The one the evaluation negatives of :func:`rf2.data.split.leave_one_out` are drawn from: the
@@ -92,8 +94,8 @@ def sample_training_negatives(
     whose pool (universe minus rated items, minus its evaluation negatives if
     ``exclude_eval_negatives``) holds fewer than ``k`` items is a ``ValueError`` naming it and ``k``.
 
-    ``pool``: ``"unrated"`` (default) excludes every item the user rated, its test items included
-    (FedEM's code; HeteFedRec §V-A: "items the user never interacted with"); ``"untrained"``
+    ``pool``: ``"unrated"`` (default) excludes every item the user rated (training, validation and
+    test events; FedEM's code; HeteFedRec §V-A: "items the user never interacted with"); ``"untrained"``
     excludes only the items of its training events, so its test items can be drawn like any other
     item. With ``"unrated"`` a test item is never a training negative: a model that learns per user
     and per item (Standalone: each client's own item table) can learn "never shown as a negative"
