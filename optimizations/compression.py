@@ -90,11 +90,12 @@ def client_uniforms(updates: ClientUpdates, purpose: str, skip: np.ndarray | Non
     entries = [t.counts() * w for t, w in zip(updates.tables.values(), widths)]  # [C] per table
     per_client = sum(entries, torch.full((C,), n_dense, dtype=torch.long))
     active = torch.ones(C, dtype=torch.bool) if skip is None else ~torch.as_tensor(np.asarray(skip, dtype=bool))
-    n_draw = to_numpy(torch.where(active, per_client, 0))
+    counts = torch.where(active, per_client, 0)
+    n_draw = to_numpy(counts)
     draws = [cpu_draw(torch.rand, int(n_draw[c]), generator=updates.contexts[c].torch_generator(purpose))
              for c in range(C) if n_draw[c]]
     u = torch.cat([torch.zeros(1), *draws]) if draws else torch.zeros(1)  # position 0: a skipped client's zero
-    start = 1 + torch.cumsum(torch.as_tensor(n_draw), 0) - torch.as_tensor(n_draw)  # [C] where client c's draw begins
+    start = 1 + torch.cumsum(counts, 0) - counts  # [C] where client c's draw begins
     dense, off = {}, 0
     for (k, v), n in zip(updates.dense.items(), dense_sizes):
         idx = torch.where(active[:, None], start[:, None] + off + torch.arange(n)[None, :], 0)

@@ -126,8 +126,8 @@ def sample_training_negatives(
     universe = np.flatnonzero(present)  # == item_universe(ds)
     n = universe.size
     where = np.cumsum(present) - 1  # item -> its position in the universe (for items in it)
-    user_ptr = np.r_[0, np.cumsum(np.bincount(ds.user, minlength=ds.n_users))].astype(np.int64)  # events sorted by user
     if pool == "unrated":  # every event of the user: train, validation and test
+        user_ptr = np.r_[0, np.cumsum(np.bincount(ds.user, minlength=ds.n_users))].astype(np.int64)  # events sorted by user
         ev_counts = user_ptr[clients + 1] - user_ptr[clients]
         ev = _ranges(user_ptr[clients], ev_counts)
     elif pool == "untrained":  # its training events only
