@@ -174,6 +174,24 @@ def test_range_includes_zero_of_untouched_rows():
 
 
 # -- statistically right ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float32), (torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_stochastic_round_equals_its_plain_formula_bit_for_bit(dtypes):
+    """The in-place stochastic_round equals the plain formula exactly, over magnitudes from 1e-8
+    to 1e2, 1 to 2^31 - 1 levels, a flat range, mixed dtypes of the values and their ranges."""
+    from optimizations.compression import stochastic_round_reference
+
+    x_dtype, range_dtype = dtypes
+    g = torch.Generator().manual_seed(0)
+    for trial in range(10):
+        x = (torch.randn(7, 301, generator=g, dtype=torch.float64) * 10.0 ** (trial - 8)).to(x_dtype)
+        lo, hi = x.amin(1, keepdim=True).to(range_dtype), x.amax(1, keepdim=True).to(range_dtype)
+        lo[2] = hi[2]  # a flat range: values pass through unchanged
+        levels = torch.tensor([1.0, 3, 15, 255, 2**31 - 1, 1, 7])[:, None]
+        u = torch.rand(7, 301, generator=g)
+        fast, plain = stochastic_round(x, lo, hi, levels, u), stochastic_round_reference(x, lo, hi, levels, u)
+        assert fast.dtype == plain.dtype and torch.equal(fast, plain), (trial, (fast - plain).abs().max())
+
+
 def test_stochastic_rounding_is_unbiased():
     g = torch.Generator().manual_seed(0)
     x = torch.tensor([-0.9, -0.31, 0.0, 0.123, 0.5, 0.77])
@@ -354,9 +372,10 @@ def test_tensor_scope_uses_each_tensors_own_range():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_client_uniforms_equal_the_plain_per_client_loop(seed):
-    """The vectorised cut of the clients' draws (one concatenation, index arithmetic) equals the
-    per-client loop exactly: several dense tensors, three tables of different widths, a client
-    with no rows in one table, a client with no rows at all, and skipped clients anywhere."""
+    """The fast draw (each client's stream drawn piece by piece into its places) equals the
+    plain loop (one vector per client, then cut) exactly: several dense tensors, three tables of
+    different widths, a client with no rows in one table, a client with no rows at all, and
+    skipped clients anywhere."""
     from optimizations.compression import client_uniforms, client_uniforms_reference
 
     g = torch.Generator().manual_seed(seed)
@@ -385,6 +404,26 @@ def test_client_uniforms_equal_the_plain_per_client_loop(seed):
         for k in ref_t:
             assert torch.equal(fast_t[k], ref_t[k]), k
     assert (client_uniforms(up, "prune")[1]["items"] > 0).all()  # every stored entry drew (none left at zero)
+
+
+def test_client_uniforms_equal_the_plain_loop_at_sizes_torch_may_vectorise():
+    """Pieces of thousands of entries (where a generator could switch to a vectorised fill) are
+    drawn piece by piece in the fast path and in one vector in the plain loop: still equal."""
+    from optimizations.compression import client_uniforms, client_uniforms_reference
+
+    g = torch.Generator().manual_seed(3)
+    C, n_rows, width = 3, 5000, 16
+    rows = [torch.randperm(n_rows, generator=g)[:n].sort().values for n in (1200, 37, 2501)]
+    ptr = torch.tensor([0, *torch.cumsum(torch.tensor([r.numel() for r in rows]), 0).tolist()])
+    rows = torch.cat(rows)
+    up = ClientUpdates(contexts=[ctx(c, c % 3, 11) for c in range(C)], weights=torch.ones(C),
+                       dense={"w": torch.randn(C, 64, 65, generator=g), "b": torch.randn(C, 4099, generator=g)},
+                       tables={"items": TableRows(ptr, rows, torch.randn(rows.numel(), width, generator=g), n_rows)})
+    fast_d, fast_t = client_uniforms(up, "quant")
+    ref_d, ref_t = client_uniforms_reference(up, "quant")
+    for k in ref_d:
+        assert torch.equal(fast_d[k], ref_d[k]), k
+    assert torch.equal(fast_t["items"], ref_t["items"])
 
 
 def test_quant_background_seeds_are_pinned_per_client_and_shared_by_tables():
